@@ -1,0 +1,1 @@
+"""Installers and hooks: Postfix, Exim, generic command, certbot deploy hook (rollover.hooks)."""

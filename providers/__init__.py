@@ -1,0 +1,1 @@
+"""DNS provider backends (installed as rollover.providers)."""

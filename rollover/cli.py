@@ -1,0 +1,103 @@
+"""Command line: argv -> subcommand -> exit status. Tests call `main(argv, env)`.
+
+Every RolloverError becomes one line on stderr and its exit status; no traceback ever reaches
+an operator for bad input. Each subcommand lives in its own `rollover/cmd_*.py` module with
+`add_arguments(parser)` and `run(args, env) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
+
+from rollover import __version__
+from rollover.errors import ExitStatus, RolloverError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "plan": ("rollover.cmd_engine", "dry run: what `run` would do now, and why (changes nothing)"),
+    "run": ("rollover.cmd_engine", "advance every slot as far as the rules allow"),
+    "status": ("rollover.cmd_engine", "per slot: state, records per server, next action"),
+    "check": ("rollover.cmd_check", "probe a live server (or a chain file) against TLSA records"),
+    "tlsa": ("rollover.cmd_tlsa", "TLSA records from certificates, keys or CA bundles"),
+    "certbot-hook": ("rollover.cmd_certbot", "certbot deploy hook: record and stage, never fail"),
+    "init": ("rollover.cmd_init", "write a starting configuration"),
+}
+
+DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so main() owns the exit status."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageExit(f"{self.prog}: {message}")
+
+
+class _UsageExit(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="rollover",
+        description="DANE TLSA certificate rollover for mail servers.",
+    )
+    parser.add_argument("--version", action="version", version=f"rollover {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            p.set_defaults(_missing=True)
+            continue
+        module.add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except _UsageExit as exc:
+            print(str(exc), file=sys.stderr)
+            return ExitStatus.USAGE
+        except SystemExit as exc:  # --help / --version
+            return int(exc.code or 0)
+        _setup_logging(args.verbose)
+        if not args.command:
+            parser.print_help(sys.stderr)
+            return ExitStatus.USAGE
+        if getattr(args, "_missing", False):
+            print(f"rollover {args.command}: not implemented yet", file=sys.stderr)
+            return ExitStatus.NOT_IMPLEMENTED
+        module = importlib.import_module(args._module)
+        return int(module.run(args, env))
+    except RolloverError as exc:
+        print(f"rollover: error: {exc}", file=sys.stderr)
+        return int(exc.exit_status)
+    except KeyboardInterrupt:
+        print("rollover: interrupted", file=sys.stderr)
+        return ExitStatus.INTERRUPTED
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="rollover: %(message)s", stream=sys.stderr, force=True)
+
+
+def entry() -> NoReturn:
+    sys.exit(main())

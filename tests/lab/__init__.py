@@ -1,0 +1,1 @@
+"""The test lab: real BIND, Knot, Pebble and Postfix on loopback addresses, as child processes."""

@@ -10,9 +10,12 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from rollover.clock import SystemClock
+
+_clock = SystemClock()  # the lab polls with deadlines; only the clock module sleeps
 
 
 class LabError(RuntimeError):
@@ -23,17 +26,17 @@ def wait_for(
     predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.02
 ) -> float:
     """Poll `predicate` until true; return seconds waited. Raise LabError naming `what`."""
-    start = time.monotonic()
+    start = _clock.monotonic()
     deadline = start + timeout
     while True:
         try:
             if predicate():
-                return time.monotonic() - start
+                return _clock.monotonic() - start
         except Exception:  # a server still starting may refuse or reset
             pass
-        if time.monotonic() >= deadline:
+        if _clock.monotonic() >= deadline:
             raise LabError(f"timed out after {timeout:.1f}s waiting for {what}")
-        time.sleep(interval)
+        _clock.sleep(interval)
 
 
 def tcp_open(host: str, port: int, timeout: float = 0.2) -> bool:

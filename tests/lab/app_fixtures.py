@@ -1,0 +1,1 @@
+"""pytest fixtures for the application part of the lab (Pebble ACME, Postfix)."""

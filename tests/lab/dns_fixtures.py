@@ -1,0 +1,1 @@
+"""pytest fixtures for the DNS part of the lab (BIND primary, BIND + Knot secondaries)."""

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Install the Debian packages the test lab needs (BIND, Knot, Pebble, Postfix, DNS/SMTP tools).
+#
+# Idempotent and fast when everything is present (one dpkg-query, no apt). Otherwise: one
+# `apt-get update`, one `apt-get install`, with postfix preseeded to "No configuration" and a
+# policy-rc.d that forbids package scripts from starting daemons. Afterwards no system daemon of
+# these packages is left running: the lab starts its own servers as plain child processes.
+set -euo pipefail
+
+PACKAGES=(bind9 bind9-utils dnsutils knot knot-dnsutils pebble postfix ldnsutils swaks
+          libnet-ssleay-perl iproute2 openssl)
+
+die() { echo "install.sh: $*" >&2; exit 1; }
+
+command -v dpkg-query >/dev/null 2>&1 || die "dpkg-query not found: this installer needs Debian/Ubuntu"
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
+    [[ "$status" == ii* ]] || missing+=("$pkg")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install.sh: all lab packages present"
+    exit 0
+fi
+echo "install.sh: installing: ${missing[*]}"
+
+SUDO=()
+if [[ $EUID -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || die "must run as root (or with sudo available) to install: ${missing[*]}"
+    sudo -n true 2>/dev/null || die "sudo needs a password; run as root to install: ${missing[*]}"
+    SUDO=(sudo -n)
+fi
+
+# Keep package scripts from starting daemons. Reuse an existing policy-rc.d (e.g. Docker's
+# `exit 101`); otherwise put ours in place for the duration of the install only.
+POLICY=/usr/sbin/policy-rc.d
+OUR_POLICY=0
+cleanup() {
+    if [[ $OUR_POLICY -eq 1 ]]; then "${SUDO[@]}" rm -f "$POLICY"; fi
+}
+trap cleanup EXIT
+if [[ ! -e "$POLICY" ]]; then
+    printf '#!/bin/sh\n# temporary, from rollover tests/lab/install.sh\nexit 101\n' \
+        | "${SUDO[@]}" tee "$POLICY" >/dev/null
+    "${SUDO[@]}" chmod 0755 "$POLICY"
+    OUR_POLICY=1
+fi
+
+printf '%s\n' \
+    'postfix postfix/main_mailer_type select No configuration' \
+    'postfix postfix/mailname string lab.invalid' \
+    | "${SUDO[@]}" debconf-set-selections \
+    || die "debconf-set-selections failed (is debconf installed?)"
+
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q \
+    || die "apt-get update failed"
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    --no-install-recommends --no-upgrade "${PACKAGES[@]}" \
+    || die "apt-get install failed for: ${missing[*]}"
+
+# Belt and braces: if a package still started its system daemon (no policy-rc.d honoured, or a
+# systemd that ignores it), stop exactly that system instance - never a lab's child process.
+stop_service() {
+    local unit=$1
+    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+        "${SUDO[@]}" systemctl stop "$unit" >/dev/null 2>&1 || true
+        "${SUDO[@]}" systemctl disable "$unit" >/dev/null 2>&1 || true
+    fi
+}
+stop_pidfile() {
+    local pidfile=$1 pid
+    [[ -r "$pidfile" ]] || return 0
+    pid=$(tr -dc '0-9' <"$pidfile")
+    [[ -n "$pid" ]] && "${SUDO[@]}" kill -TERM "$pid" 2>/dev/null || true
+}
+for unit in named bind9 knot postfix; do stop_service "$unit"; done
+stop_pidfile /run/named/named.pid
+stop_pidfile /run/knot/knot.pid
+stop_pidfile /var/spool/postfix/pid/master.pid
+
+still=()
+for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
+    [[ "$status" == ii* ]] || still+=("$pkg")
+done
+[[ ${#still[@]} -eq 0 ]] || die "packages still not installed: ${still[*]}"
+echo "install.sh: done"

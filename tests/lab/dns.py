@@ -180,8 +180,10 @@ class DnsLab:
         _write_private(wd / "ns2" / "named.conf", bind_secondary_conf(wd / "ns2", net))
         (wd / "ns3" / "knot.conf").write_text(knot_conf(wd / "ns3", net))
         for ns in ("ns1", "ns2"):
-            _check([self._bin["named-checkconf"], str(wd / ns / "named.conf")], f"named-checkconf {ns}")
-        _check([self._bin["knotc"], "-c", str(wd / "ns3" / "knot.conf"), "conf-check"], "knotc conf-check")
+            _check([self._bin["named-checkconf"], str(wd / ns / "named.conf")],
+                   f"named-checkconf {ns}")
+        _check([self._bin["knotc"], "-c", str(wd / "ns3" / "knot.conf"), "conf-check"],
+               "knotc conf-check")
 
     def _daemon(self, server: Server, argv: list[str], short: str) -> Daemon:
         daemon = Daemon(short, argv, self.log_dir / f"{short}.log", cwd=self.workdir / short)
@@ -258,6 +260,13 @@ class DnsLab:
         return Answer(rcode=dns.rcode.to_text(r.rcode()), records=records,
                       ttl=rrset.ttl if rrset else None, aa=bool(r.flags & dns.flags.AA))
 
+    def delegation(self, timeout: float = 1.0) -> frozenset[str]:
+        """NS names of example.test. as the parent `test.` delegates them (referral, AA=0)."""
+        r = self.query_message(self.parent, ZONE, "NS", dnssec=False, timeout=timeout)
+        rrset = r.get_rrset(r.authority, dns.name.from_text(ZONE), dns.rdataclass.IN,
+                            dns.rdatatype.NS)
+        return frozenset(canonical("NS", rd) for rd in rrset) if rrset else frozenset()
+
     def serial(self, address: Server | str) -> int:
         answer = self.query(address, ZONE, "SOA")
         if len(answer.records) != 1:
@@ -294,7 +303,8 @@ class DnsLab:
 
     def _update_message(self) -> dns.update.UpdateMessage:
         keyring = dns.tsigkeyring.from_text({TSIG_NAME: self.tsig_secret})
-        return dns.update.UpdateMessage(ZONE, keyring=keyring, keyname=TSIG_NAME,
+        return dns.update.UpdateMessage(ZONE, keyring=keyring,
+                                        keyname=dns.name.from_text(TSIG_NAME),
                                         keyalgorithm=dns.tsig.HMAC_SHA256)
 
     def _send(self, msg: dns.update.UpdateMessage) -> None:
@@ -323,7 +333,8 @@ class DnsLab:
     # -- misbehaving secondaries -------------------------------------------------------------
 
     def _knotc(self, *args: str) -> None:
-        _check([self._bin["knotc"], "-s", str(self.knot_socket), "-b", "-t", "5", *args], f"knotc {args[0]}")
+        _check([self._bin["knotc"], "-s", str(self.knot_socket), "-b", "-t", "5", *args],
+               f"knotc {args[0]}")
 
     def freeze_knot(self) -> None:
         """Knot keeps answering with the data it has; incoming NOTIFY/refresh wait for thaw."""

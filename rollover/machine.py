@@ -1,0 +1,839 @@
+"""The rollover state machine for one slot (endpoint x key algorithm), scheme current+next.
+
+Pure: no I/O, no clock. `step(state, observation, policy, now)` decides the next action (or why
+to wait, and until when); the engine executes the action and feeds its outcome back through
+`apply(state, event, policy, now)`. The engine persists after every apply, so a crash at any point
+resumes from the last persisted state; every action is idempotent for that reason.
+
+Record states follow BIND's dnssec-policy / RFC 7583: hidden -> rumoured (submitted) ->
+omnipresent (every authoritative address served it, continuously, for >= 2 x TTL) ->
+unretentive (withdrawn, caches may hold it) -> hidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from rollover.clock import format_time, parse_time
+from rollover.model import Observation, SlotId
+
+
+class Phase(StrEnum):
+    NEW = "new"  # keys being staged, nothing published yet
+    PROPAGATING = "propagating"  # records submitted; waiting for every server for 2 x TTL
+    READY = "ready"  # current + next omnipresent; no certificate installed yet
+    ISSUING = "issuing"  # ordering a certificate for the target key
+    INSTALLING = "installing"  # pre-flight, write files, reload
+    VERIFYING = "verifying"  # post-flight probe of every address
+    ROLLING_BACK = "rolling-back"  # post-flight failed: restoring the previous certificate
+    ACTIVE = "active"  # serving the current key; next key published and omnipresent
+    RETIRING = "retiring"  # new key in service; grace period before the old record goes
+
+
+class RecordState(StrEnum):
+    HIDDEN = "hidden"
+    RUMOURED = "rumoured"
+    OMNIPRESENT = "omnipresent"
+    UNRETENTIVE = "unretentive"
+
+
+class KeyRole(StrEnum):
+    CURRENT = "current"
+    NEXT = "next"
+    PREVIOUS = "previous"  # replaced; its record stays until retired
+
+
+@dataclass(frozen=True)
+class Transition:
+    name: str
+    source: tuple[Phase, ...]
+    target: Phase
+    guard: str
+    action: str
+
+
+# The one transitions table. The engine follows it; docs and `status` render it.
+TRANSITIONS: tuple[Transition, ...] = (
+    Transition("stage-current", (Phase.NEW,), Phase.NEW,
+               "no current key yet", "generate the current key (0600, never published before)"),
+    Transition("stage-next", (Phase.NEW,), Phase.NEW,
+               "no next key yet", "generate the next key"),
+    Transition("publish", (Phase.NEW,), Phase.PROPAGATING,
+               "current and next keys staged", "publish 3 1 1 current + 3 1 1 next"),
+    Transition("republish", (Phase.PROPAGATING, Phase.ACTIVE, Phase.READY), Phase.PROPAGATING,
+               "every server agrees on an RRset that lacks one of our records",
+               "submit our records again (idempotent)"),
+    Transition("omnipresent", (Phase.PROPAGATING,), Phase.READY,
+               "every address served the set, continuously, for >= 2 x TTL "
+               "(and 2 x negative TTL when the name was new)", "mark records omnipresent"),
+    Transition("settled", (Phase.PROPAGATING,), Phase.ACTIVE,
+               "as omnipresent, with a certificate already in service", "forget withdrawn records"),
+    Transition("order-first", (Phase.READY,), Phase.ISSUING,
+               "a certificate source is configured", "order a certificate for the current key"),
+    Transition("renew", (Phase.ACTIVE,), Phase.ISSUING,
+               "renewal time reached (renew_before or the CA's ARI window)",
+               "order a certificate for the same key (no TLSA change)"),
+    Transition("roll", (Phase.ACTIVE,), Phase.ISSUING,
+               "key_lifetime reached or --roll, and the next key's record is omnipresent",
+               "order a certificate for the next key"),
+    Transition("issued", (Phase.ISSUING,), Phase.INSTALLING,
+               "the CA issued the certificate", "keep it staged"),
+    Transition("order-failed", (Phase.ISSUING,), Phase.ISSUING,
+               "the CA failed", "retry later with backoff"),
+    Transition("install", (Phase.INSTALLING,), Phase.VERIFYING,
+               "the key's record is omnipresent and every server serves it now; the chain "
+               "matches every server's RRset (pre-flight)", "write the files; reload"),
+    Transition("install-failed", (Phase.INSTALLING,), Phase.ACTIVE,
+               "pre-flight or reload failed", "keep/restore the previous certificate; retry later"),
+    Transition("verified", (Phase.VERIFYING,), Phase.RETIRING,
+               "every address presents the new chain and it matches (post-flight)",
+               "the next key becomes current"),
+    Transition("verified-same-key", (Phase.VERIFYING,), Phase.ACTIVE,
+               "post-flight passed after a first install or a same-key renewal", "none"),
+    Transition("probe-failed", (Phase.VERIFYING,), Phase.ROLLING_BACK,
+               "an address presents a chain that does not match", "restore the previous files"),
+    Transition("rolled-back", (Phase.ROLLING_BACK,), Phase.ACTIVE,
+               "the previous certificate is back", "keep the old record; retry later"),
+    Transition("retire", (Phase.RETIRING,), Phase.PROPAGATING,
+               "retire_grace passed since the post-flight",
+               "withdraw the old key's record, publish a new next key's record"),
+)
+TRANSITION_BY_NAME = {t.name: t for t in TRANSITIONS}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the machine needs of the configuration, in seconds."""
+
+    ttl: int
+    key_lifetime: int = 60 * 86400
+    renew_before: int = 30 * 86400
+    retire_grace: int = 3600
+    min_wait: int = 0
+    certificates: bool = True  # a certificate source is configured
+    retry_base: int = 300  # first backoff after a failed order/install; doubles, capped at 1 day
+
+    @property
+    def poll(self) -> timedelta:
+        """How often to look again while waiting on servers: half a TTL, within 1 s .. 5 min."""
+        return timedelta(seconds=min(300, max(1, self.ttl // 2)))
+
+
+@dataclass
+class KeyInfo:
+    key_id: str
+    role: KeyRole
+    spki_sha256: str  # hex; the data of its 3 1 1 record
+    created: datetime
+    activated: datetime | None = None  # when it went into service (key_lifetime counts from here)
+
+    @property
+    def rdata(self) -> str:
+        return f"3 1 1 {self.spki_sha256}"
+
+
+@dataclass
+class RecordInfo:
+    rdata: str
+    key_id: str | None
+    state: RecordState
+    since: datetime
+
+    @property
+    def wanted(self) -> bool:
+        return self.state in (RecordState.RUMOURED, RecordState.OMNIPRESENT)
+
+
+@dataclass
+class CertInfo:
+    key_id: str
+    serial: str
+    not_after: datetime
+    issued_at: datetime
+    chain_file: str  # relative to the state dir
+    renew_at: datetime | None = None  # from the CA's ARI window, if any
+    ari_retry_after: datetime | None = None
+
+
+@dataclass
+class SlotState:
+    slot: SlotId
+    phase: Phase
+    phase_since: datetime
+    keys: list[KeyInfo] = field(default_factory=list)
+    records: list[RecordInfo] = field(default_factory=list)
+    key_serial: int = 0  # makes key ids unique and staging idempotent
+    submitted_at: datetime | None = None
+    agree_since: datetime | None = None
+    ttl_seen: int = 0  # largest TTL any server served for the owner, ever (old caches)
+    negative_ttl: int = 0  # largest negative TTL seen
+    owner_was_empty: bool | None = None  # before our first publish
+    installed: CertInfo | None = None
+    pending: CertInfo | None = None
+    target_key: str | None = None
+    roll_requested: bool = False
+    retire_at: datetime | None = None
+    failures: int = 0
+    retry_at: datetime | None = None
+    last_error: str | None = None
+    observation: Observation | None = None
+
+    # --- lookups -----------------------------------------------------------------------------
+    def key(self, role: KeyRole) -> KeyInfo | None:
+        return next((k for k in self.keys if k.role == role), None)
+
+    def key_by_id(self, key_id: str) -> KeyInfo | None:
+        return next((k for k in self.keys if k.key_id == key_id), None)
+
+    def record_for(self, key_id: str) -> RecordInfo | None:
+        return next((r for r in self.records if r.key_id == key_id), None)
+
+    def wanted(self) -> frozenset[str]:
+        return frozenset(r.rdata for r in self.records if r.wanted)
+
+    def withdrawn(self) -> frozenset[str]:
+        return frozenset(r.rdata for r in self.records if r.state == RecordState.UNRETENTIVE)
+
+    @classmethod
+    def new(cls, slot: SlotId, now: datetime) -> SlotState:
+        return cls(slot=slot, phase=Phase.NEW, phase_since=now)
+
+
+# --- actions (what the engine must do) and events (what came of it) ----------------------------
+
+
+@dataclass(frozen=True)
+class Action:
+    slot: SlotId
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class StageKey(Action):
+    key_id: str
+    role: KeyRole
+
+    def describe(self) -> str:
+        return f"generate the {self.role.value} {self.slot.algorithm.value} key ({self.key_id})"
+
+
+@dataclass(frozen=True)
+class Publish(Action):
+    owner: str
+    ttl: int
+    add: frozenset[str]
+    remove: frozenset[str] = frozenset()
+
+    def describe(self) -> str:
+        parts = [f"add TLSA {r}" for r in sorted(self.add)]
+        parts += [f"remove TLSA {r}" for r in sorted(self.remove)]
+        return f"update {self.owner} (ttl {self.ttl}): " + "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class OrderCert(Action):
+    key_id: str
+
+    def describe(self) -> str:
+        return f"order a certificate for key {self.key_id}"
+
+
+@dataclass(frozen=True)
+class InstallCert(Action):
+    key_id: str
+    chain_file: str
+
+    def describe(self) -> str:
+        return f"pre-flight, then install the certificate for key {self.key_id} and reload"
+
+
+@dataclass(frozen=True)
+class ProbeLive(Action):
+    key_id: str
+
+    def describe(self) -> str:
+        return f"probe every address of {self.slot.endpoint} for key {self.key_id}"
+
+
+@dataclass(frozen=True)
+class Rollback(Action):
+    def describe(self) -> str:
+        return "restore the previous certificate files and reload"
+
+
+@dataclass(frozen=True)
+class DropKey(Action):
+    key_id: str
+
+    def describe(self) -> str:
+        return f"delete (or archive) the retired private key {self.key_id}"
+
+
+@dataclass(frozen=True)
+class Event:
+    at: datetime
+
+
+@dataclass(frozen=True)
+class KeyStaged(Event):
+    key_id: str
+    role: KeyRole
+    spki_sha256: str
+
+
+@dataclass(frozen=True)
+class Published(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class CertIssued(Event):
+    cert: CertInfo
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    """An order, install or probe failed; `error` is the operator's one line."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class Installed(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class ProbeOk(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class RolledBack(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class KeyDropped(Event):
+    key_id: str
+
+
+@dataclass(frozen=True)
+class StepResult:
+    state: SlotState
+    action: Action | None
+    wake_at: datetime | None  # earliest time worth looking again (None: nothing scheduled)
+    reason: str  # why this action, or what we are waiting for
+    transition: str | None = None  # name in TRANSITIONS of the move being made
+
+
+# --- the machine --------------------------------------------------------------------------------
+
+
+def step(
+    state: SlotState, observation: Observation | None, policy: Policy, now: datetime
+) -> StepResult:
+    """Decide what to do next for one slot. Never mutates `state`; returns a new one."""
+    st = _copy(state)
+    if observation is not None:
+        _absorb(st, observation)
+    handler = _HANDLERS[st.phase]
+    return handler(st, policy, now)
+
+
+def apply(state: SlotState, event: Event, policy: Policy, now: datetime) -> SlotState:
+    """Record the outcome of an action. Never mutates `state`."""
+    st = _copy(state)
+    at = event.at
+    if isinstance(event, KeyStaged):
+        if st.key_by_id(event.key_id) is None:
+            st.keys.append(KeyInfo(event.key_id, event.role, event.spki_sha256, at))
+        st.key_serial += 1
+    elif isinstance(event, Published):
+        for rec in st.records:
+            if rec.state == RecordState.HIDDEN:
+                rec.state, rec.since = RecordState.RUMOURED, at
+        st.submitted_at = at
+        st.agree_since = None
+        _enter(st, Phase.PROPAGATING, at)
+    elif isinstance(event, CertIssued):
+        st.pending = event.cert
+        st.failures, st.retry_at, st.last_error = 0, None, None
+        _enter(st, Phase.INSTALLING, at)
+    elif isinstance(event, Failed):
+        _fail(st, event.error, policy, at)
+    elif isinstance(event, Installed):
+        _enter(st, Phase.VERIFYING, at)
+    elif isinstance(event, ProbeOk):
+        _verified(st, policy, at)
+    elif isinstance(event, RolledBack):
+        st.pending = None
+        st.target_key = None
+        _enter(st, Phase.ACTIVE if st.installed else Phase.READY, at)
+    elif isinstance(event, KeyDropped):
+        st.keys = [k for k in st.keys if k.key_id != event.key_id]
+    else:  # pragma: no cover - a programming error, not an operator's
+        raise TypeError(f"unknown event {event!r}")
+    return st
+
+
+def _verified(st: SlotState, policy: Policy, at: datetime) -> None:
+    assert st.pending is not None
+    new_key = st.pending.key_id
+    st.installed, st.pending, st.target_key = st.pending, None, None
+    st.failures, st.retry_at, st.last_error = 0, None, None
+    current = st.key(KeyRole.CURRENT)
+    if current is not None and current.key_id != new_key:
+        # A key rollover: next becomes current; the old key's record stays until retired.
+        current.role = KeyRole.PREVIOUS
+        nxt = st.key_by_id(new_key)
+        assert nxt is not None
+        nxt.role = KeyRole.CURRENT
+        nxt.activated = at
+        st.roll_requested = False
+        st.retire_at = at + timedelta(seconds=policy.retire_grace)
+        _enter(st, Phase.RETIRING, at)
+    else:
+        if current is not None and current.activated is None:
+            current.activated = at
+        _enter(st, Phase.ACTIVE, at)
+
+
+def _fail(st: SlotState, error: str, policy: Policy, at: datetime) -> None:
+    st.failures += 1
+    delay = min(86400, policy.retry_base * 2 ** (st.failures - 1))
+    st.retry_at = at + timedelta(seconds=delay)
+    st.last_error = error
+    if st.phase == Phase.INSTALLING:
+        # Pre-flight refused or the installer failed and restored the previous files itself.
+        st.pending = None
+        st.target_key = None
+        _enter(st, Phase.ACTIVE if st.installed else Phase.READY, at)
+    elif st.phase == Phase.VERIFYING:
+        _enter(st, Phase.ROLLING_BACK, at)  # rule 3: the previous certificate goes back
+    # ISSUING stays (retry after backoff); ROLLING_BACK stays (the rollback is retried)
+
+
+# --- observation bookkeeping -------------------------------------------------------------------
+
+
+def observation_verdict(st: SlotState, obs: Observation) -> str | None:
+    """None when `obs` shows every address agreeing on a set that has all wanted records and
+    none of the withdrawn ones; otherwise the reason, naming servers and addresses."""
+    wanted, withdrawn = st.wanted(), st.withdrawn()
+    problem = obs.disagreement(wanted)
+    if problem:
+        return problem
+    for answer in obs.answers:
+        stale = withdrawn & answer.records
+        if stale:
+            return f"{answer.label} still serves the withdrawn record(s)"
+    return None
+
+
+def _absorb(st: SlotState, obs: Observation) -> None:
+    st.observation = obs
+    if obs.max_ttl() is not None:
+        st.ttl_seen = max(st.ttl_seen, obs.max_ttl() or 0)
+    if obs.negative_ttl is not None:
+        st.negative_ttl = max(st.negative_ttl, obs.negative_ttl)
+    if st.submitted_at is None:
+        # Before our first publish: was the owner name empty anywhere? Then resolvers may hold
+        # a negative answer for it. Unknown (no server answered) counts as empty; once empty,
+        # always empty.
+        ok = [a for a in obs.answers if a.ok]
+        empty = not ok or any(not a.records for a in ok)
+        st.owner_was_empty = bool(st.owner_was_empty) or empty
+        return
+    if obs.at < st.submitted_at:
+        return  # taken before our change: says nothing about it
+    if observation_verdict(st, obs) is None:
+        if st.agree_since is None:
+            st.agree_since = obs.at
+    else:
+        st.agree_since = None  # rule 5: any disagreement restarts the 2 x TTL clock
+
+
+def required_wait(st: SlotState, policy: Policy) -> tuple[int, str]:
+    """Seconds of continuous agreement needed, and how that number was made."""
+    ttl = max(st.ttl_seen, policy.ttl)
+    wait, why = 2 * ttl, f"2 x TTL {ttl}s"
+    if st.owner_was_empty and 2 * st.negative_ttl > wait:
+        wait, why = 2 * st.negative_ttl, f"2 x negative TTL {st.negative_ttl}s (name was new)"
+    if policy.min_wait > wait:
+        wait, why = policy.min_wait, f"min_wait {policy.min_wait}s"
+    return wait, why
+
+
+def omnipresent_at(st: SlotState, policy: Policy) -> datetime | None:
+    if st.agree_since is None:
+        return None
+    return st.agree_since + timedelta(seconds=required_wait(st, policy)[0])
+
+
+# --- phase handlers ----------------------------------------------------------------------------
+
+
+def _wait(st: SlotState, reason: str, wake_at: datetime | None) -> StepResult:
+    return StepResult(st, None, wake_at, reason)
+
+
+def _do(st: SlotState, action: Action, reason: str, transition: str) -> StepResult:
+    return StepResult(st, action, None, reason, transition)
+
+
+def _new_key_id(st: SlotState, role: KeyRole) -> str:
+    host = st.slot.host.replace(".", "_")
+    return f"{host}-{st.slot.port}-{st.slot.algorithm.value}-{st.key_serial + 1:04d}"
+
+
+def _on_new(st: SlotState, policy: Policy, now: datetime) -> StepResult:
+    for role, name in ((KeyRole.CURRENT, "stage-current"), (KeyRole.NEXT, "stage-next")):
+        if st.key(role) is None:
+            action = StageKey(st.slot, _new_key_id(st, role), role)
+            return _do(st, action, f"no {role.value} key yet", name)
+    for key in (st.key(KeyRole.CURRENT), st.key(KeyRole.NEXT)):
+        assert key is not None
+        if st.record_for(key.key_id) is None:
+            st.records.append(RecordInfo(key.rdata, key.key_id, RecordState.HIDDEN, now))
+    return _publish(st, policy, "current and next keys staged; their records are hidden",
+                    "publish")
+
+
+def _publish(st: SlotState, policy: Policy, reason: str, transition: str) -> StepResult:
+    live = (RecordState.HIDDEN, RecordState.RUMOURED, RecordState.OMNIPRESENT)
+    add = frozenset(r.rdata for r in st.records if r.state in live)
+    remove = st.withdrawn()
+    action = Publish(st.slot, st.slot.endpoint.owner, policy.ttl, add, remove)
+    return _do(st, action, reason, transition)
+
+
+def _republish(st: SlotState, policy: Policy, lost: frozenset[str]) -> StepResult:
+    # A record every server lacks is no longer omnipresent: it starts over from hidden.
+    for rec in st.records:
+        if rec.rdata in lost:
+            rec.state = RecordState.HIDDEN
+    return _publish(st, policy, f"dns says no: every server agrees {len(lost)} of our records "
+                    "are missing (deleted by someone?); submitting them again", "republish")
+
+
+def _lacking_everywhere(st: SlotState, obs: Observation | None) -> frozenset[str]:
+    """Wanted records that every server agrees are absent (lost or deleted by someone)."""
+    if obs is None:
+        return frozenset()
+    agreed = obs.agreed()
+    if agreed is None:
+        return frozenset()
+    return st.wanted() - agreed
+
+
+def _on_propagating(st: SlotState, policy: Policy, now: datetime) -> StepResult:
+    obs = st.observation
+    if obs is None or st.submitted_at is None or obs.at < st.submitted_at:
+        return _wait(st, "waiting: no observation since the records were submitted",
+                     now + policy.poll)
+    lost = _lacking_everywhere(st, obs)
+    grace = timedelta(seconds=max(60, 2 * policy.ttl))
+    if lost and obs.at >= st.submitted_at + grace:
+        return _republish(st, policy, lost)
+    problem = observation_verdict(st, obs)
+    if problem is not None:
+        return _wait(st, f"waiting: {problem}", now + policy.poll)
+    ready_at = omnipresent_at(st, policy)
+    assert ready_at is not None  # _absorb set agree_since on this agreeing observation
+    why = required_wait(st, policy)[1]
+    if obs.at < ready_at:
+        left = (ready_at - obs.at).total_seconds()
+        return _wait(st, f"time says no: {_human(left)} left of {why} "
+                         f"(all {len(obs.answers)} addresses agree since "
+                         f"{format_time(st.agree_since or obs.at)})",
+                     max(ready_at, now))
+    for rec in st.records:
+        if rec.state == RecordState.RUMOURED:
+            rec.state, rec.since = RecordState.OMNIPRESENT, obs.at
+    st.records = [r for r in st.records if r.state != RecordState.UNRETENTIVE]
+    if st.installed is None:
+        _enter(st, Phase.READY, now)
+        return StepResult(st, None, now, f"records omnipresent after {why}", "omnipresent")
+    _enter(st, Phase.ACTIVE, now)
+    return StepResult(st, None, now, f"records settled after {why}", "settled")
+
+
+def _on_ready(st: SlotState, policy: Policy, now: datetime) -> StepResult:
+    lost = _lacking_everywhere(st, st.observation)
+    if lost:
+        return _republish(st, policy, lost)
+    if not policy.certificates:
+        return _wait(st, "ready: current + next are omnipresent; no certificate source is "
+                         "configured for this endpoint, so nothing more to do", None)
+    current = st.key(KeyRole.CURRENT)
+    assert current is not None
+    st.target_key = current.key_id
+    _enter(st, Phase.ISSUING, now)
+    return _on_issuing(st, policy, now)
+
+
+def _target_guard(st: SlotState, key_id: str) -> str | None:
+    """Safety rule 1: only a key whose record is omnipresent may be brought into service."""
+    rec = st.record_for(key_id)
+    if rec is None or rec.state != RecordState.OMNIPRESENT:
+        state = rec.state.value if rec else "not published"
+        return f"policy says no: the record for key {key_id} is {state}, not omnipresent"
+    return None
+
+
+def _on_issuing(st: SlotState, policy: Policy, now: datetime) -> StepResult:
+    assert st.target_key is not None
+    refusal = _target_guard(st, st.target_key)
+    if refusal:
+        st.target_key = None
+        _enter(st, Phase.ACTIVE if st.installed else Phase.READY, now)
+        return _wait(st, refusal, now + policy.poll)
+    if st.retry_at is not None and now < st.retry_at:
+        left = (st.retry_at - now).total_seconds()
+        return _wait(st, f"backoff: last attempt failed ({st.last_error}); retry in {_human(left)}",
+                     st.retry_at)
+    why = "order-first" if st.installed is None else (
+        "renew" if st.installed.key_id == st.target_key else "roll")
+    return _do(st, OrderCert(st.slot, st.target_key), f"need a certificate for key "
+               f"{st.target_key}", why)
+
+
+def _on_installing(st: SlotState, policy: Policy, now: datetime) -> StepResult:
+    assert st.pending is not None
+    refusal = _target_guard(st, st.pending.key_id)
+    if refusal:
+        return _wait(st, refusal, now + policy.poll)
+    obs = st.observation
+    key = st.key_by_id(st.pending.key_id)
+    assert key is not None
+    if obs is None:
+        return _wait(st, "waiting: no observation of the nameservers yet", now + policy.poll)
+    problem = obs.disagreement(frozenset({key.rdata}))
+    if problem:
+        return _wait(st, f"dns says no: {problem}", now + policy.poll)
+    if st.retry_at is not None and now < st.retry_at:
+        return _wait(st, f"backoff: {st.last_error}", st.retry_at)
+    return _do(st, InstallCert(st.slot, st.pending.key_id, st.pending.chain_file),
+               f"key {st.pending.key_id}'s record is served by all {len(obs.answers)} addresses",
+               "install")
+
+
+def _on_verifying(st: SlotState, policy: Policy, now: datetime) -> StepResult:
+    assert st.pending is not None
+    return _do(st, ProbeLive(st.slot, st.pending.key_id), "installed; post-flight next",
+               "verified")
+
+
+def _on_rolling_back(st: SlotState, policy: Policy, now: datetime) -> StepResult:
+    return _do(st, Rollback(st.slot), f"post-flight failed: {st.last_error}", "rolled-back")
+
+
+def _due(st: SlotState, policy: Policy) -> tuple[datetime | None, datetime | None]:
+    """(renewal time of the installed certificate, key rollover time of the current key)."""
+    renew = roll = None
+    if st.installed is not None:
+        renew = st.installed.not_after - timedelta(seconds=policy.renew_before)
+        if st.installed.renew_at is not None:
+            renew = min(renew, st.installed.renew_at)
+    current = st.key(KeyRole.CURRENT)
+    if current is not None:
+        roll = (current.activated or current.created) + timedelta(seconds=policy.key_lifetime)
+    return renew, roll
+
+
+def _on_active(st: SlotState, policy: Policy, now: datetime) -> StepResult:
+    lost = _lacking_everywhere(st, st.observation)
+    if lost:
+        return _republish(st, policy, lost)
+    for key in st.keys:
+        rec = st.record_for(key.key_id)
+        if key.role == KeyRole.PREVIOUS and (rec is None or not rec.wanted):
+            return _do(st, DropKey(st.slot, key.key_id),
+                       "the old key's record is withdrawn everywhere", "settled")
+    renew, roll = _due(st, policy)
+    nxt = st.key(KeyRole.NEXT)
+    if nxt is not None and (st.roll_requested or (roll is not None and now >= roll)):
+        refusal = _target_guard(st, nxt.key_id)
+        if refusal is None:
+            st.target_key = nxt.key_id
+            _enter(st, Phase.ISSUING, now)
+            return _on_issuing(st, policy, now)
+        return _wait(st, f"roll due but {refusal}", now + policy.poll)
+    if renew is not None and now >= renew:
+        assert st.installed is not None
+        st.target_key = st.installed.key_id
+        _enter(st, Phase.ISSUING, now)
+        return _on_issuing(st, policy, now)
+    wake = min(t for t in (renew, roll) if t is not None) if (renew or roll) else None
+    parts = []
+    if st.installed is not None:
+        parts.append(f"certificate valid until {format_time(st.installed.not_after)}")
+    if renew is not None:
+        parts.append(f"renewal at {format_time(renew)}")
+    if roll is not None:
+        parts.append(f"key rollover at {format_time(roll)}")
+    return _wait(st, "waiting: " + "; ".join(parts), wake)
+
+
+def _on_retiring(st: SlotState, policy: Policy, now: datetime) -> StepResult:
+    assert st.retire_at is not None
+    if now < st.retire_at:
+        left = (st.retire_at - now).total_seconds()
+        return _wait(st, f"time says no: retire_grace, {_human(left)} left before the old record "
+                         "is withdrawn", st.retire_at)
+    if st.key(KeyRole.NEXT) is None:
+        return _do(st, StageKey(st.slot, _new_key_id(st, KeyRole.NEXT), KeyRole.NEXT),
+                   "the next key was brought into service; stage a new next key", "retire")
+    nxt = st.key(KeyRole.NEXT)
+    assert nxt is not None
+    if st.record_for(nxt.key_id) is None:
+        st.records.append(RecordInfo(nxt.rdata, nxt.key_id, RecordState.HIDDEN, now))
+    for key in st.keys:
+        if key.role == KeyRole.PREVIOUS:
+            rec = st.record_for(key.key_id)
+            if rec is not None and rec.wanted:
+                rec.state, rec.since = RecordState.UNRETENTIVE, now
+    st.retire_at = None
+    return _publish(st, policy, "post-flight passed and retire_grace is over", "retire")
+
+
+_HANDLERS = {
+    Phase.NEW: _on_new,
+    Phase.PROPAGATING: _on_propagating,
+    Phase.READY: _on_ready,
+    Phase.ISSUING: _on_issuing,
+    Phase.INSTALLING: _on_installing,
+    Phase.VERIFYING: _on_verifying,
+    Phase.ROLLING_BACK: _on_rolling_back,
+    Phase.ACTIVE: _on_active,
+    Phase.RETIRING: _on_retiring,
+}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _enter(st: SlotState, phase: Phase, at: datetime) -> None:
+    if st.phase != phase:
+        st.phase, st.phase_since = phase, at
+
+
+def _copy(st: SlotState) -> SlotState:
+    return slot_from_dict(slot_to_dict(st))
+
+
+def _human(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
+
+
+def human_duration(seconds: float) -> str:
+    return _human(seconds)
+
+
+# --- serialisation (the state file) ------------------------------------------------------------
+
+
+def _t(dt: datetime | None) -> str | None:
+    return None if dt is None else format_time(dt)
+
+
+def _pt(text: str | None) -> datetime | None:
+    return None if text is None else parse_time(text)
+
+
+def _cert_to(c: CertInfo | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {"key_id": c.key_id, "serial": c.serial, "not_after": _t(c.not_after),
+            "issued_at": _t(c.issued_at), "chain_file": c.chain_file,
+            "renew_at": _t(c.renew_at), "ari_retry_after": _t(c.ari_retry_after)}
+
+
+def _cert_from(d: dict[str, Any] | None) -> CertInfo | None:
+    if d is None:
+        return None
+    return CertInfo(d["key_id"], d["serial"], parse_time(d["not_after"]),
+                    parse_time(d["issued_at"]), d["chain_file"], _pt(d.get("renew_at")),
+                    _pt(d.get("ari_retry_after")))
+
+
+def slot_to_dict(st: SlotState) -> dict[str, Any]:
+    return {
+        "slot": st.slot.key,
+        "phase": st.phase.value,
+        "phase_since": _t(st.phase_since),
+        "keys": [{"key_id": k.key_id, "role": k.role.value, "spki_sha256": k.spki_sha256,
+                  "created": _t(k.created), "activated": _t(k.activated)} for k in st.keys],
+        "records": [{"rdata": r.rdata, "key_id": r.key_id, "state": r.state.value,
+                     "since": _t(r.since)} for r in st.records],
+        "key_serial": st.key_serial,
+        "submitted_at": _t(st.submitted_at),
+        "agree_since": _t(st.agree_since),
+        "ttl_seen": st.ttl_seen,
+        "negative_ttl": st.negative_ttl,
+        "owner_was_empty": st.owner_was_empty,
+        "installed": _cert_to(st.installed),
+        "pending": _cert_to(st.pending),
+        "target_key": st.target_key,
+        "roll_requested": st.roll_requested,
+        "retire_at": _t(st.retire_at),
+        "failures": st.failures,
+        "retry_at": _t(st.retry_at),
+        "last_error": st.last_error,
+        "observation": st.observation.to_dict() if st.observation else None,
+    }
+
+
+def slot_from_dict(d: dict[str, Any]) -> SlotState:
+    return SlotState(
+        slot=SlotId.parse(d["slot"]),
+        phase=Phase(d["phase"]),
+        phase_since=parse_time(d["phase_since"]),
+        keys=[KeyInfo(k["key_id"], KeyRole(k["role"]), k["spki_sha256"], parse_time(k["created"]),
+                      _pt(k.get("activated"))) for k in d.get("keys", ())],
+        records=[RecordInfo(r["rdata"], r.get("key_id"), RecordState(r["state"]),
+                            parse_time(r["since"])) for r in d.get("records", ())],
+        key_serial=d.get("key_serial", 0),
+        submitted_at=_pt(d.get("submitted_at")),
+        agree_since=_pt(d.get("agree_since")),
+        ttl_seen=d.get("ttl_seen", 0),
+        negative_ttl=d.get("negative_ttl", 0),
+        owner_was_empty=d.get("owner_was_empty"),
+        installed=_cert_from(d.get("installed")),
+        pending=_cert_from(d.get("pending")),
+        target_key=d.get("target_key"),
+        roll_requested=d.get("roll_requested", False),
+        retire_at=_pt(d.get("retire_at")),
+        failures=d.get("failures", 0),
+        retry_at=_pt(d.get("retry_at")),
+        last_error=d.get("last_error"),
+        observation=Observation.from_dict(d["observation"]) if d.get("observation") else None,
+    )
+
+
+def request_roll(state: SlotState) -> SlotState:
+    return replace(_copy(state), roll_requested=True)
+
+
+def transitions_table(names: Iterable[str] | None = None) -> str:
+    """The transitions table as aligned text (docs and `status --explain`)."""
+    rows = [t for t in TRANSITIONS if names is None or t.name in set(names)]
+    lines = []
+    for t in rows:
+        src = ",".join(p.value for p in t.source)
+        lines.append(f"{t.name:<18} {src:<28} -> {t.target.value:<13} when {t.guard}; {t.action}")
+    return "\n".join(lines)

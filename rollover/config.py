@@ -1,0 +1,792 @@
+"""The configuration file (YAML): load, check everything, and hand back frozen, typed dataclasses.
+
+`load_config(path)` reports every problem of the file at once as one ConfigFileError whose str()
+has one line per problem, each "FILE:LINE: key.path: problem". Advice that is not an error (the
+seed's TTL range, one key shared by several MX hosts, a weak TSIG algorithm) goes to
+`Config.warnings` in the same format. Relative paths are taken relative to the config file.
+
+Secrets never live here: the config keeps the *path* of the TSIG secret, checks that the file
+exists and is private, and the provider reads it when it is built (`RFC2136Config.read_secret()`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from rollover import fileio
+from rollover.confcheck import Problems, Section, line_of
+from rollover.errors import ConfigError, RolloverError
+from rollover.model import Algorithm, Endpoint, Scheme, SlotId
+
+DEFAULT_PATH = Path("/etc/rollover/rollover.yaml")
+DEFAULT_STATE_DIR = Path("/var/lib/rollover")
+RESOLV_CONF = Path("/etc/resolv.conf")
+DEFAULT_ALGORITHMS = (Algorithm.ECDSA_P256,)
+ADVISED_TTL = (1800, 3600)  # the seed how-to: "between 30 minutes and 1 hour"
+
+TSIG_ALGORITHMS = ("hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512")
+TSIG_WEAK = ("hmac-sha1",)
+TSIG_REFUSED = ("hmac-md5", "hmac-md5.sig-alg.reg.int")
+
+# installer type -> default reload command
+INSTALLER_TYPES: dict[str, tuple[str, ...]] = {
+    "postfix": ("postfix", "reload"),
+    "exim": (),  # Exim reads changed files on the next connection
+    "dovecot": ("doveadm", "reload"),
+    "command": (),
+}
+CERT_SOURCES = ("acme", "files", "certbot")
+BUILTIN_PROVIDER_TYPES = ("rfc2136", "route53")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TOP_KEYS = ("state_dir", "resolver", "dns", "acme", "providers", "installers", "endpoints")
+_ENDPOINT_KEYS = (
+    "host", "port", "zone", "provider", "scheme", "algorithms", "ttl", "extra_nameservers",
+    "addresses", "installer", "certificate", "policy",
+)  # fmt: skip
+
+
+class ConfigFileError(ConfigError):
+    """All problems of one config file; str() is one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
+
+
+# --------------------------------------------------------------------------------------------
+# The typed result
+
+
+@dataclass(frozen=True)
+class DnsOptions:
+    timeout: float = 2.0  # seconds per query
+    port: int = 53
+
+
+@dataclass(frozen=True)
+class EabConfig:
+    """ACME external account binding. The HMAC key stays in its (private) file."""
+
+    kid: str
+    hmac_key_file: Path
+
+    def read_hmac_key(self) -> str:
+        return fileio.read_secret(self.hmac_key_file, "ACME EAB HMAC key file")
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    directory: str | None = None  # URL; required when an endpoint uses source: acme
+    email: str | None = None
+    ca_bundle: Path | None = None  # CA to trust for the ACME server's HTTPS (e.g. Pebble)
+    profile: str | None = None  # ACME profile (draft-ietf-acme-profiles), e.g. "tlsserver"
+    eab: EabConfig | None = None
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class RFC2136Config:
+    name: str
+    server: str  # IP address of the primary
+    port: int = 53
+    tsig_key_name: str | None = None  # None: unsigned updates (address-based allow-update)
+    tsig_algorithm: str = "hmac-sha256"
+    tsig_secret_file: Path | None = None
+    timeout: float = 5.0
+    where: str = ""  # "FILE:LINE" of the provider's definition
+    type: str = "rfc2136"
+
+    def read_secret(self) -> str | None:
+        """The base64 TSIG secret, read now (never stored in the config, never printed)."""
+        if self.tsig_secret_file is None:
+            return None
+        return fileio.read_secret(self.tsig_secret_file, f"TSIG secret file of {self.name}")
+
+
+@dataclass(frozen=True)
+class Route53Config:
+    name: str
+    hosted_zone_id: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    aws_profile: str | None = None
+    where: str = ""
+    type: str = "route53"
+
+
+@dataclass(frozen=True)
+class GenericProviderConfig:
+    """A third-party provider type: its options are passed on unchecked (it checks its own)."""
+
+    name: str
+    type: str
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    where: str = ""
+
+
+ProviderConfig = RFC2136Config | Route53Config | GenericProviderConfig
+
+
+@dataclass(frozen=True)
+class InstallerConfig:
+    name: str
+    type: str  # postfix | exim | dovecot | command
+    directory: Path | None = None  # where chain files are written
+    reload_command: tuple[str, ...] = ()  # empty: no reload
+    command: tuple[str, ...] = ()  # type command: run with the chain files
+    file_mode: int = 0o600
+    group: str | None = None  # group owner of written files (e.g. Debian-exim)
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    chain: Path  # certificate + intermediates (PEM)
+    key: Path  # private key (PEM)
+
+
+@dataclass(frozen=True)
+class CertificateConfig:
+    source: str  # acme | files | certbot
+    profile: str | None = None  # acme: overrides acme.profile for this endpoint
+    files: Mapping[Algorithm, CertFiles] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    lineages: Mapping[Algorithm, Path] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+
+
+@dataclass(frozen=True)
+class Policy:
+    key_lifetime: int = 60 * 86400  # seconds a key is current before the next one takes over
+    renew_before: int = 30 * 86400  # renew the certificate this long before it expires
+    retire_grace: int = 3600  # keep an old record this long after a positive post-flight
+    min_wait: int = 0  # extra wait on top of 2 x TTL before a switch
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    host: str  # lowercase, no trailing dot
+    provider: str  # a key of Config.providers
+    port: int = 25
+    zone: str | None = None  # None: discovered by SOA walk
+    scheme: Scheme = Scheme.CURRENT_NEXT
+    algorithms: tuple[Algorithm, ...] = DEFAULT_ALGORITHMS
+    ttl: int = 3600
+    extra_nameservers: tuple[str, ...] = ()  # IPs also to check (hidden primary, ...)
+    addresses: tuple[str, ...] = ()  # IPs to probe; empty: resolve the host
+    installer: str | None = None  # a key of Config.installers
+    certificate: CertificateConfig | None = None  # None: manage the records only
+    policy: Policy = Policy()
+    where: str = ""  # "FILE:LINE" of this endpoint
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.host, self.port)
+
+    def slots(self) -> list[SlotId]:
+        return [SlotId(self.host, self.port, alg) for alg in self.algorithms]
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    resolver: tuple[str, ...]
+    state_dir: Path = DEFAULT_STATE_DIR
+    dns: DnsOptions = DnsOptions()
+    acme: AcmeConfig | None = None
+    providers: Mapping[str, ProviderConfig] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    installers: Mapping[str, InstallerConfig] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    endpoints: tuple[EndpointConfig, ...] = ()
+    warnings: tuple[str, ...] = ()  # "FILE:LINE: key.path: advice", for stderr
+
+    def endpoint_slots(self) -> list[SlotId]:
+        return [slot for ep in self.endpoints for slot in ep.slots()]
+
+    def endpoint(self, host: str, port: int = 25) -> EndpointConfig | None:
+        host = host.lower().rstrip(".")
+        return next((e for e in self.endpoints if e.host == host and e.port == port), None)
+
+    def provider_for(self, endpoint: EndpointConfig) -> ProviderConfig:
+        return self.providers[endpoint.provider]
+
+    def installer_for(self, endpoint: EndpointConfig) -> InstallerConfig | None:
+        return self.installers[endpoint.installer] if endpoint.installer else None
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def system_resolvers(resolv_conf: Path = RESOLV_CONF) -> tuple[str, ...]:
+    """Nameserver addresses listed in resolv.conf (empty when none or unreadable)."""
+    try:
+        text = resolv_conf.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    out: list[str] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver" and parts[1] not in out:
+            out.append(parts[1])
+    return tuple(out)
+
+
+def load_config(path: str | Path, *, resolv_conf: Path = RESOLV_CONF) -> Config:
+    """Read and check the config file; raise ConfigFileError listing every problem."""
+    path = Path(path)
+    p = Problems(str(path))
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise ConfigFileError([f"{path}: is a directory, not a config file"]) from None
+    except OSError as exc:
+        raise ConfigFileError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigFileError([f"{path}:{line}: not UTF-8 text (byte {exc.start})"]) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        what = exc.problem or "cannot parse"
+        ctx = f" ({exc.context})" if exc.context else ""
+        raise ConfigFileError([f"{path}:{line}: YAML syntax error: {what}{ctx}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigFileError([f"{path}:1: YAML error: {str(exc).splitlines()[0]}"]) from None
+    if root is None:
+        raise ConfigFileError(
+            [f"{path}:1: the file is empty; expected a mapping with providers and endpoints"]
+        )
+    if not isinstance(root, yaml.MappingNode):
+        kind = "a list" if isinstance(root, yaml.SequenceNode) else "a single value"
+        raise ConfigFileError(
+            [f"{path}:{line_of(root)}: the top level must be a mapping of settings, not {kind}"]
+        )
+    config = _Builder(p, path, resolv_conf).build(root)
+    if p.errors or config is None:
+        raise ConfigFileError(p.format(p.errors))
+    return config
+
+
+class _Builder:
+    def __init__(self, p: Problems, path: Path, resolv_conf: Path) -> None:
+        self.p = p
+        self.path = path
+        self.base = path.absolute().parent
+        self.resolv_conf = resolv_conf
+
+    def build(self, root: yaml.MappingNode) -> Config | None:
+        top = Section(self.p, root, "", _TOP_KEYS)
+        top.line = 1
+        state_dir = top.get_path("state_dir", self.base) or DEFAULT_STATE_DIR
+        resolver = self._resolver(top)
+        dns = self._dns(top)
+        acme = self._acme(top)
+        providers = self._providers(top)
+        installers = self._installers(top)
+        endpoints = self._endpoints(top, providers, installers, acme)
+        return Config(
+            path=self.path,
+            resolver=resolver,
+            state_dir=state_dir,
+            dns=dns,
+            acme=acme,
+            providers=MappingProxyType(providers),
+            installers=MappingProxyType(installers),
+            endpoints=tuple(endpoints),
+            warnings=tuple(self.p.format(self.p.warnings)),
+        )
+
+    # -- top-level sections ------------------------------------------------------------------
+
+    def _resolver(self, top: Section) -> tuple[str, ...]:
+        if top.has("resolver"):
+            addrs = top.get_ip_list("resolver") or ()
+            if not addrs and not self.p.errors:
+                top.bad("resolver", "must list at least one IP address")
+            return addrs
+        addrs = system_resolvers(self.resolv_conf)
+        if not addrs:
+            top.bad(
+                "resolver",
+                f"not set, and {self.resolv_conf} lists no nameserver; "
+                "give the IP addresses of a resolver",
+            )
+        return addrs
+
+    def _dns(self, top: Section) -> DnsOptions:
+        sec = top.section("dns", ("timeout", "port"))
+        if sec is None:
+            return DnsOptions()
+        return DnsOptions(
+            timeout=sec.get_float("timeout", 2.0, hi=60),
+            port=sec.get_int("port", 53, lo=1, hi=65535) or 53,
+        )
+
+    def _acme(self, top: Section) -> AcmeConfig | None:
+        if not top.has("acme"):
+            return None
+        sec = top.section("acme", ("directory", "email", "ca_bundle", "profile", "eab"))
+        if sec is None:
+            return None
+        directory = sec.get_str("directory", required=True)
+        if directory and not re.match(r"^https?://[^/\s]+", directory):
+            sec.bad("directory", f"{directory!r} is not an http(s) URL")
+        elif directory and directory.startswith("http://"):
+            sec.warn("directory", "plain http: an ACME server should be reached over https")
+        email = sec.get_str("email")
+        if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+            sec.bad("email", f"{email!r} is not an email address")
+        ca_bundle = sec.get_path("ca_bundle", self.base, must_exist="file")
+        profile = sec.get_str("profile")
+        eab = None
+        if sec.has("eab"):
+            esec = sec.section("eab", ("kid", "hmac_key_file"))
+            if esec is not None:
+                kid = esec.get_str("kid", required=True)
+                key_file = self._secret_file(esec, "hmac_key_file", "EAB HMAC key file", True)
+                if kid and key_file:
+                    eab = EabConfig(kid=kid, hmac_key_file=key_file)
+        return AcmeConfig(
+            directory=directory,
+            email=email,
+            ca_bundle=ca_bundle,
+            profile=profile,
+            eab=eab,
+            where=f"{self.p.file}:{sec.line}",
+        )
+
+    def _secret_file(self, sec: Section, key: str, what: str, required: bool) -> Path | None:
+        path = sec.get_path(key, self.base, required=required, must_exist="file")
+        if path is None:
+            return None
+        try:
+            fileio.check_private(path, what, ConfigError)
+        except RolloverError as exc:
+            sec.bad(key, str(exc))
+            return None
+        return path
+
+    def _providers(self, top: Section) -> dict[str, ProviderConfig]:
+        out: dict[str, ProviderConfig] = {}
+        sec = top.section("providers", (), open_ended=True)
+        if sec is None:
+            return out
+        for name, (_knode, vnode) in sec.keys.items():
+            path = f"providers.{name}"
+            if not _NAME.match(name):
+                self.p.error(line_of(_knode), path, "provider names may use letters, digits, . _ -")
+                continue
+            if not isinstance(vnode, yaml.MappingNode):
+                self.p.error(line_of(vnode), path, "must be a mapping with at least 'type'")
+                continue
+            raw = Section(self.p, vnode, path, (), open_ended=True)
+            raw.line = line_of(_knode)
+            ptype = raw.get_str("type", required=True)
+            if ptype is None:
+                continue
+            built = self._provider(name, ptype, vnode, path, line_of(_knode))
+            if built is not None:
+                out[name] = built
+        return out
+
+    def _provider(
+        self, name: str, ptype: str, node: yaml.MappingNode, path: str, line: int
+    ) -> ProviderConfig | None:
+        where = f"{self.p.file}:{line}"
+        if ptype == "rfc2136":
+            keys = ("type", "server", "port", "tsig_key_name", "tsig_algorithm",
+                    "tsig_secret_file", "timeout")  # fmt: skip
+            sec = Section(self.p, node, path, keys)
+            sec.line = line
+            server = sec.get_ip("server", required=True)
+            port = sec.get_int("port", 53, lo=1, hi=65535) or 53
+            key_name = sec.get_str("tsig_key_name")
+            if key_name is not None and (len(key_name.split()) != 1 or len(key_name) > 253):
+                sec.bad("tsig_key_name", f"{key_name!r} is not a TSIG key name")
+            algorithm = self._tsig_algorithm(sec)
+            secret = self._secret_file(sec, "tsig_secret_file", "TSIG secret file", False)
+            timeout = sec.get_float("timeout", 5.0, hi=300)
+            if sec.has("tsig_key_name") != sec.has("tsig_secret_file"):
+                given, other = (
+                    ("tsig_key_name", "tsig_secret_file")
+                    if sec.has("tsig_key_name")
+                    else ("tsig_secret_file", "tsig_key_name")
+                )
+                sec.bad(given, f"needs {other} as well (TSIG key name and secret go together)")
+            if server is None:
+                return None
+            return RFC2136Config(
+                name=name,
+                server=server,
+                port=port,
+                tsig_key_name=key_name,
+                tsig_algorithm=algorithm,
+                tsig_secret_file=secret,
+                timeout=timeout,
+                where=where,
+            )
+        if ptype == "route53":
+            r53_keys = ("type", "hosted_zone_id", "region", "endpoint_url", "aws_profile")
+            sec = Section(self.p, node, path, r53_keys)
+            sec.line = line
+            endpoint_url = sec.get_str("endpoint_url")
+            if endpoint_url and not re.match(r"^https?://[^/\s]+", endpoint_url):
+                sec.bad("endpoint_url", f"{endpoint_url!r} is not an http(s) URL")
+            return Route53Config(
+                name=name,
+                hosted_zone_id=sec.get_str("hosted_zone_id"),
+                region=sec.get_str("region"),
+                endpoint_url=endpoint_url,
+                aws_profile=sec.get_str("aws_profile"),
+                where=where,
+            )
+        known = available_provider_types()
+        if ptype not in known:
+            sec = Section(self.p, node, path, (), open_ended=True)
+            sec.bad("type", f"unknown provider type {ptype!r} (known: {', '.join(sorted(known))})")
+            return None
+        ok, options = self.p.construct(node, path)
+        if not ok or not isinstance(options, dict):
+            return None
+        options.pop("type", None)
+        return GenericProviderConfig(
+            name=name, type=ptype, options=MappingProxyType(options), where=where
+        )
+
+    def _tsig_algorithm(self, sec: Section) -> str:
+        value = sec.get_str("tsig_algorithm")
+        if value is None:
+            return "hmac-sha256"
+        alg = value.lower().rstrip(".")
+        if alg in TSIG_ALGORITHMS:
+            return alg
+        if alg in TSIG_WEAK:
+            sec.warn("tsig_algorithm", f"{alg} is weak; prefer hmac-sha256")
+            return alg
+        if alg in TSIG_REFUSED:
+            sec.bad("tsig_algorithm", "hmac-md5 is broken and refused; use hmac-sha256")
+        else:
+            allowed = ", ".join((*TSIG_ALGORITHMS, *TSIG_WEAK))
+            sec.bad("tsig_algorithm", f"unknown TSIG algorithm {value!r} (allowed: {allowed})")
+        return "hmac-sha256"
+
+    def _installers(self, top: Section) -> dict[str, InstallerConfig]:
+        out: dict[str, InstallerConfig] = {}
+        sec = top.section("installers", (), open_ended=True)
+        if sec is None:
+            return out
+        keys = ("type", "directory", "reload_command", "command", "file_mode", "group")
+        for name, (knode, vnode) in sec.keys.items():
+            path = f"installers.{name}"
+            if not _NAME.match(name):
+                self.p.error(line_of(knode), path, "installer names may use letters, digits, . _ -")
+                continue
+            if not isinstance(vnode, yaml.MappingNode):
+                self.p.error(line_of(vnode), path, "must be a mapping with at least 'type'")
+                continue
+            isec = Section(self.p, vnode, path, keys)
+            isec.line = line_of(knode)
+            itype = isec.get_str("type", required=True)
+            if itype is not None and itype not in INSTALLER_TYPES:
+                isec.bad("type", f"unknown installer type {itype!r} "
+                         f"(known: {', '.join(INSTALLER_TYPES)})")  # fmt: skip
+                itype = None
+            directory = isec.get_path(
+                "directory", self.base, required=itype not in (None, "command"), must_exist="dir"
+            )
+            reload_command = isec.get_command("reload_command")
+            if reload_command is None:
+                reload_command = INSTALLER_TYPES.get(itype or "", ())
+            command = isec.get_command("command")
+            if itype == "command" and not command:
+                if isec.has("command"):
+                    isec.bad("command", "must not be empty")
+                else:
+                    isec.missing("command")
+            elif itype not in (None, "command") and isec.has("command"):
+                isec.bad("command", f"only for type command (this is type {itype})")
+            file_mode = isec.get_mode("file_mode", 0o600)
+            group = isec.get_str("group")
+            if file_mode & 0o007:
+                isec.bad(
+                    "file_mode",
+                    f"{file_mode:04o} lets everyone read the private key; use 0600 (or 0640 "
+                    "with group)",
+                )
+            elif file_mode & 0o070 and group is None:
+                isec.warn("file_mode", f"{file_mode:04o} gives the group access to the private key")
+            if itype is None:
+                continue
+            out[name] = InstallerConfig(
+                name=name,
+                type=itype,
+                directory=directory,
+                reload_command=reload_command,
+                command=command or (),
+                file_mode=file_mode,
+                group=group,
+                where=f"{self.p.file}:{line_of(knode)}",
+            )
+        return out
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def _endpoints(
+        self,
+        top: Section,
+        providers: dict[str, ProviderConfig],
+        installers: dict[str, InstallerConfig],
+        acme: AcmeConfig | None,
+    ) -> list[EndpointConfig]:
+        out: list[EndpointConfig] = []
+        if not top.has("endpoints"):
+            if "endpoints" not in top.keys:
+                top.missing("endpoints")
+            else:
+                top.bad("endpoints", "must list at least one endpoint")
+            return out
+        seen: dict[tuple[str, int], int] = {}
+        key_users: dict[Path, tuple[str, int]] = {}
+        items = list(top.sequence("endpoints"))
+        if not items and isinstance(top.value_node("endpoints"), yaml.SequenceNode):
+            top.bad("endpoints", "must list at least one endpoint")
+        for path, node in items:
+            if not isinstance(node, yaml.MappingNode):
+                self.p.error(
+                    line_of(node), path, "each endpoint must be a mapping with host, provider"
+                )
+                continue
+            sec = Section(self.p, node, path, _ENDPOINT_KEYS)
+            ep = self._endpoint(sec, providers, installers, acme)
+            if ep is None:
+                continue
+            ident = (ep.host, ep.port)
+            if ident in seen:
+                sec.bad("host", f"duplicate endpoint {ep.host} port {ep.port} "
+                        f"(already listed on line {seen[ident]})")  # fmt: skip
+                continue
+            seen[ident] = sec.line
+            self._shared_keys(sec, ep, key_users)
+            out.append(ep)
+        return out
+
+    def _endpoint(
+        self,
+        sec: Section,
+        providers: dict[str, ProviderConfig],
+        installers: dict[str, InstallerConfig],
+        acme: AcmeConfig | None,
+    ) -> EndpointConfig | None:
+        host = sec.get_hostname("host", required=True, what="a host name")
+        port = sec.get_int("port", 25, lo=1, hi=65535) or 25
+        zone = sec.get_hostname("zone", what="a zone name")
+        if host and zone and not (host == zone or host.endswith("." + zone)):
+            sec.bad("zone", f"{host} is not inside zone {zone}")
+        provider = sec.get_str("provider", required=True)
+        if provider is not None and provider not in providers:
+            if not providers:
+                sec.bad("provider", f"names {provider!r}, but no providers are configured")
+            else:
+                known = ", ".join(sorted(providers))
+                sec.bad("provider", f"unknown provider {provider!r} (configured: {known})")
+        scheme = self._scheme(sec)
+        algorithms = self._algorithms(sec)
+        ttl = sec.get_int("ttl", 3600, lo=1, hi=2**31 - 1)
+        if ttl is not None and not ADVISED_TTL[0] <= ttl <= ADVISED_TTL[1]:
+            sec.warn(
+                "ttl",
+                f"TLSA TTL {ttl} is outside {ADVISED_TTL[0]}-{ADVISED_TTL[1]} "
+                "that the DANE how-to advises for production",
+            )
+        extra = sec.get_ip_list("extra_nameservers") or ()
+        addresses = sec.get_ip_list("addresses") or ()
+        installer = sec.get_str("installer")
+        if installer is not None and installer not in installers:
+            known = ", ".join(sorted(installers)) or "none"
+            sec.bad("installer", f"unknown installer {installer!r} (configured: {known})")
+        certificate = self._certificate(sec, algorithms, acme)
+        policy = self._policy(sec)
+        if host is None or provider is None:
+            return None
+        return EndpointConfig(
+            host=host,
+            provider=provider,
+            port=port,
+            zone=zone,
+            scheme=scheme,
+            algorithms=algorithms,
+            ttl=ttl or 3600,
+            extra_nameservers=extra,
+            addresses=addresses,
+            installer=installer,
+            certificate=certificate,
+            policy=policy,
+            where=f"{self.p.file}:{sec.line}",
+        )
+
+    def _scheme(self, sec: Section) -> Scheme:
+        value = sec.get_str("scheme")
+        if value is None:
+            return Scheme.CURRENT_NEXT
+        try:
+            return Scheme(value.lower())
+        except ValueError:
+            allowed = " | ".join(s.value for s in Scheme)
+            sec.bad("scheme", f"unknown scheme {value!r} (allowed: {allowed})")
+            return Scheme.CURRENT_NEXT
+
+    def _algorithms(self, sec: Section) -> tuple[Algorithm, ...]:
+        if not sec.has("algorithms"):
+            if "algorithms" in sec.keys:
+                sec.bad("algorithms", "must list at least one algorithm")
+            return DEFAULT_ALGORITHMS
+        out: list[Algorithm] = []
+        allowed = ", ".join(a.value for a in Algorithm)
+        items = list(sec.sequence("algorithms", allow_scalar=True))
+        if not items and isinstance(sec.value_node("algorithms"), yaml.SequenceNode):
+            sec.bad("algorithms", "must list at least one algorithm")
+        for path, node in items:
+            ok, value = (
+                self.p.construct(node, path) if isinstance(node, yaml.ScalarNode) else (True, None)
+            )
+            if not ok:
+                continue
+            try:
+                alg = Algorithm(str(value).lower()) if isinstance(value, str) else None
+            except ValueError:
+                alg = None
+            if alg is None:
+                shown = repr(value) if isinstance(value, str | int) else "this"
+                self.p.error(line_of(node), path, f"unknown algorithm {shown} (allowed: {allowed})")
+                continue
+            if alg in out:
+                self.p.error(line_of(node), path, f"{alg.value} is listed twice")
+                continue
+            out.append(alg)
+        return tuple(out) or DEFAULT_ALGORITHMS
+
+    def _certificate(
+        self, sec: Section, algorithms: tuple[Algorithm, ...], acme: AcmeConfig | None
+    ) -> CertificateConfig | None:
+        if not sec.has("certificate"):
+            return None
+        csec = sec.section("certificate", ("source", "profile", "files", "lineages"))
+        if csec is None:
+            return None
+        source = csec.get_str("source", required=True)
+        if source is None:
+            return None
+        if source not in CERT_SOURCES:
+            csec.bad("source", f"unknown source {source!r} (allowed: {' | '.join(CERT_SOURCES)})")
+            return None
+        if source == "acme" and acme is None:
+            csec.bad("source", "acme needs a top-level acme section with a directory URL")
+        profile = csec.get_str("profile")
+        if profile is not None and source != "acme":
+            csec.bad("profile", "only for source acme")
+        files: dict[Algorithm, CertFiles] = {}
+        lineages: dict[Algorithm, Path] = {}
+        for key, wanted in (("files", "files"), ("lineages", "certbot")):
+            if csec.has(key) and source != wanted:
+                csec.bad(key, f"only for source {wanted}")
+            elif source == wanted:
+                self._per_algorithm(csec, key, algorithms, files, lineages)
+        return CertificateConfig(
+            source=source,
+            profile=profile,
+            files=MappingProxyType(files),
+            lineages=MappingProxyType(lineages),
+        )
+
+    def _per_algorithm(
+        self,
+        csec: Section,
+        key: str,
+        algorithms: tuple[Algorithm, ...],
+        files: dict[Algorithm, CertFiles],
+        lineages: dict[Algorithm, Path],
+    ) -> None:
+        names = [a.value for a in algorithms]
+        asec = csec.section(key, names, required=True)
+        if asec is None or asec.node is None:
+            return
+        for alg in algorithms:
+            if not asec.has(alg.value):
+                asec.missing(alg.value)
+                continue
+            if key == "lineages":
+                lineage = asec.get_path(alg.value, self.base)
+                if lineage is not None:
+                    lineages[alg] = lineage
+                continue
+            fsec = asec.section(alg.value, ("chain", "key"))
+            if fsec is None:
+                continue
+            chain = fsec.get_path("chain", self.base, required=True)
+            keyp = fsec.get_path("key", self.base, required=True)
+            if chain and keyp:
+                files[alg] = CertFiles(chain=chain, key=keyp)
+
+    def _policy(self, sec: Section) -> Policy:
+        psec = sec.section("policy", ("key_lifetime", "renew_before", "retire_grace", "min_wait"))
+        if psec is None:
+            return Policy()
+        d = Policy()
+        policy = Policy(
+            key_lifetime=psec.get_duration("key_lifetime", d.key_lifetime),
+            renew_before=psec.get_duration("renew_before", d.renew_before),
+            retire_grace=psec.get_duration("retire_grace", d.retire_grace),
+            min_wait=psec.get_duration("min_wait", d.min_wait),
+        )
+        if policy.key_lifetime <= 0:
+            psec.bad("key_lifetime", "must be longer than 0")
+        elif policy.renew_before >= policy.key_lifetime:
+            psec.bad(
+                "renew_before" if psec.has("renew_before") else "key_lifetime",
+                f"renew_before ({policy.renew_before}s) must be shorter than key_lifetime "
+                f"({policy.key_lifetime}s)",
+            )
+        return policy
+
+    def _shared_keys(
+        self, sec: Section, ep: EndpointConfig, users: dict[Path, tuple[str, int]]
+    ) -> None:
+        """Warn when several MX hosts share one key (the seed advises one key per host)."""
+        cert = ep.certificate
+        if cert is None:
+            return
+        paths = [f.key for f in cert.files.values()] + list(cert.lineages.values())
+        for key_path in paths:
+            other = users.setdefault(key_path, (ep.host, sec.line))
+            if other[0] != ep.host:
+                sec.warn(
+                    "certificate",
+                    f"{key_path} is also the key of {other[0]} (line {other[1]}); the DANE how-to "
+                    "advises one key per MX host",
+                )
+
+
+def available_provider_types() -> set[str]:
+    """Built-in provider types plus those registered under the `rollover.providers` entry points."""
+    names = set(BUILTIN_PROVIDER_TYPES)
+    names.update(ep.name for ep in entry_points(group="rollover.providers"))
+    return names

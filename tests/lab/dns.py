@@ -20,9 +20,10 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -146,8 +147,8 @@ class DnsLab:
             self._write_files()
             for address in (self.parent.address, *(s.address for s in self.servers)):
                 self._addresses.ensure(address)
-            self._start_primary()
-            self._start_secondaries()
+                _require_free(address)
+            self._start_daemons()
         except BaseException:
             self.stop()
             raise
@@ -195,36 +196,50 @@ class DnsLab:
         conf = self.workdir / short / "named.conf"
         return self._daemon(server, [self._bin["named"], "-g", "-n", "2", "-c", str(conf)], short)
 
-    def _start_primary(self) -> None:
+    def _start_daemons(self) -> None:
+        """Start all three at once (secondaries retry their first transfer every second and get
+        the primary's NOTIFY once it has signed), then wait for one signed serial everywhere."""
         ns1 = self._named(self.primary, "ns1")
-        self._wait_ready([ns1], lambda: self._signed(self.primary.address)
-                         and self._answers(self.parent.address, "test.", "SOA"),
-                         "ns1 to serve the signed zone")
-
-    def _start_secondaries(self) -> None:
         ns2 = self._named(self.bind_secondary, "ns2")
         ns3 = self._daemon(self.knot_secondary, [
             self._bin["knotd"], "-c", str(self.workdir / "ns3" / "knot.conf")], "ns3")
-        daemons = [self._daemons[self.primary.address], ns2, ns3]
 
         def ready() -> bool:
             if not all(self._signed(s.address) for s in self.servers):
                 return False
+            if not self._answers(self.parent.address, "test.", "SOA"):
+                return False
             return len({self.serial(s.address) for s in self.servers}) == 1
 
-        self._wait_ready(daemons, ready, "ns1..ns3 to serve the signed zone with one serial")
+        self._wait_ready([ns1, ns2, ns3], ready,
+                         "ns1..ns3 to serve the signed zone with one serial")
 
-    def _wait_ready(self, daemons: list[Daemon], ready: object, what: str) -> None:
-        assert callable(ready)
+    def _wait_ready(self, daemons: list[Daemon], ready: Callable[[], bool], what: str) -> None:
         dead: list[Daemon] = []
 
         def check() -> bool:
             dead.extend(d for d in daemons if not d.alive())
             return bool(dead) or bool(ready())
 
-        wait_for(check, START_TIMEOUT, what)
+        try:
+            wait_for(check, START_TIMEOUT, what)
+        except LabError as err:
+            raise LabError(f"{err}; {self._status()}; logs: {self._log_tails()}") from None
         for daemon in dead:
             daemon.check_alive()  # raises with the log tail
+
+    def _status(self) -> str:
+        parts = []
+        for server in self.servers:
+            try:
+                parts.append(f"{server.name} serial {self.serial(server)}")
+            except Exception as exc:  # report, never mask the timeout
+                parts.append(f"{server.name} {type(exc).__name__}")
+        return ", ".join(parts)
+
+    def _log_tails(self) -> str:
+        return " | ".join(f"{log.name}: {log.read_text(errors='replace')[-600:]}"
+                          for log in sorted(self.log_dir.glob("*.log")))
 
     def _signed(self, address: str) -> bool:
         return bool(self.query(address, ZONE, "DNSKEY", timeout=0.5).records)
@@ -360,6 +375,17 @@ class DnsLab:
 
 def _which(binary: str) -> str | None:
     return shutil.which(binary, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
+def _require_free(address: str) -> None:
+    """Refuse to start where someone already listens: a BIND that cannot bind keeps running
+    without listening, and the lab would then talk to a stranger's servers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((address, 53))
+        except OSError as exc:
+            raise LabError(f"{address}:53 is not free ({exc.strerror}); another lab on this net? "
+                           "set ROLLOVER_LAB_NET") from None
 
 
 def _write_private(path: Path, text: str) -> None:

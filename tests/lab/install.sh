@@ -5,6 +5,7 @@
 # `apt-get update`, one `apt-get install`, with postfix preseeded to "No configuration" and a
 # policy-rc.d that forbids package scripts from starting daemons. Afterwards no system daemon of
 # these packages is left running: the lab starts its own servers as plain child processes.
+# ROLLOVER_LAB_FORCE_INSTALL=1 runs the apt path even when everything is present.
 set -euo pipefail
 
 PACKAGES=(bind9 bind9-utils dnsutils knot knot-dnsutils pebble postfix ldnsutils swaks
@@ -19,11 +20,11 @@ for pkg in "${PACKAGES[@]}"; do
     status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
     [[ "$status" == ii* ]] || missing+=("$pkg")
 done
-if [[ ${#missing[@]} -eq 0 ]]; then
+if [[ ${#missing[@]} -eq 0 && -z "${ROLLOVER_LAB_FORCE_INSTALL:-}" ]]; then
     echo "install.sh: all lab packages present"
     exit 0
 fi
-echo "install.sh: installing: ${missing[*]}"
+echo "install.sh: installing: ${missing[*]:-(forced) ${PACKAGES[*]}}"
 
 SUDO=()
 if [[ $EUID -ne 0 ]]; then

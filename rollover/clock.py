@@ -1,4 +1,4 @@
-"""The only place that reads the wall clock or sleeps. Everything else is handed a Clock or `now`."""
+"""The only place that reads the wall clock or sleeps; everything else gets a Clock or `now`."""
 
 from __future__ import annotations
 

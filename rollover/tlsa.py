@@ -280,8 +280,9 @@ def public_key_of(obj: x509.Certificate | PublicKeyTypes | PrivateKeyTypes) -> P
     return cast(PublicKeyTypes, obj)
 
 
-def spki_der(public_key: PublicKeyTypes | PrivateKeyTypes) -> bytes:
-    """DER SubjectPublicKeyInfo: what `openssl pkey -pubin -outform DER` writes."""
+def spki_der(public_key: PublicKeyTypes | PrivateKeyTypes | x509.Certificate) -> bytes:
+    """DER SubjectPublicKeyInfo (of a key, or of a certificate's key): what
+    `openssl x509 -noout -pubkey | openssl pkey -pubin -outform DER` writes."""
     return public_key_of(public_key).public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -70,18 +70,26 @@ def parallel(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
 
 
 def pitfall_problem(owner: dns.name.Name, parent: dns.name.Name, labels: Sequence[str]) -> str:
-    return (f"{parent} is NXDOMAIN on {', '.join(labels)} although {owner} exists: "
-            f"qname-minimising resolvers stop at {parent} and will not find the TLSA record "
-            f"(fix the zone's NSEC/NSEC3 chain so {parent} is an empty non-terminal)")
+    return (
+        f"{parent} is NXDOMAIN on {', '.join(labels)} although {owner} exists: "
+        f"qname-minimising resolvers stop at {parent} and will not find the TLSA record "
+        f"(fix the zone's NSEC/NSEC3 chain so {parent} is an empty non-terminal)"
+    )
 
 
-def ns_mismatch_problem(zone: dns.name.Name, parent: dns.name.Name,
-                        at_parent: set[dns.name.Name], at_apex: set[dns.name.Name]) -> str:
+def ns_mismatch_problem(
+    zone: dns.name.Name,
+    parent: dns.name.Name,
+    at_parent: set[dns.name.Name],
+    at_apex: set[dns.name.Name],
+) -> str:
     def show(names: set[dns.name.Name]) -> str:
         return ", ".join(sorted(str(n) for n in names)) or "none"
 
-    return (f"NS set of {zone} differs: parent {parent} delegates to {show(at_parent)}, "
-            f"the zone apex lists {show(at_apex)} (all of them are checked)")
+    return (
+        f"NS set of {zone} differs: parent {parent} delegates to {show(at_parent)}, "
+        f"the zone apex lists {show(at_apex)} (all of them are checked)"
+    )
 
 
 @dataclass(frozen=True)
@@ -95,8 +103,9 @@ class _Probe:
 
 
 class Observer:
-    def __init__(self, resolvers: Sequence[str], *, port: int = 53, timeout: float = 2.0,
-                 clock: Clock) -> None:
+    def __init__(
+        self, resolvers: Sequence[str], *, port: int = 53, timeout: float = 2.0, clock: Clock
+    ) -> None:
         if not resolvers:
             raise ObserveError("no resolver address configured for zone discovery")
         self.resolvers = [_address(r, "resolver") for r in resolvers]
@@ -112,8 +121,15 @@ class Observer:
         server (AA=0, RA=0) is not an answer; the next resolver is asked."""
         failures: list[str] = []
         for address in self.resolvers:
-            reply = query(address, qname, rdtype, port=self.port, timeout=self.timeout,
-                          recursion=True, dnssec=False)
+            reply = query(
+                address,
+                qname,
+                rdtype,
+                port=self.port,
+                timeout=self.timeout,
+                recursion=True,
+                dnssec=False,
+            )
             msg = reply.message
             answering = dns.flags.AA | dns.flags.RA
             if msg is not None and reply.rcode in USABLE and msg.flags & answering:
@@ -167,8 +183,10 @@ class Observer:
             addresses = [a for ns in sorted(self._apex_ns(parent)) for a in self._addresses(ns)]
         except ObserveError:
             return None
-        replies = parallel(lambda a: query(a, zone, "NS", port=self.port, timeout=self.timeout,
-                                           dnssec=False), addresses)
+        replies = parallel(
+            lambda a: query(a, zone, "NS", port=self.port, timeout=self.timeout, dnssec=False),
+            addresses,
+        )
         names: set[dns.name.Name] = set()
         glue: dict[dns.name.Name, list[str]] = {}
         answered = False
@@ -190,15 +208,17 @@ class Observer:
         found = self._delegation(absolute(zone))
         return None if found is None else sorted(str(n) for n in found[1])
 
-    def nameservers(self, zone: str | dns.name.Name,
-                    extra: Sequence[str] = ()) -> list[tuple[str, str]]:
+    def nameservers(
+        self, zone: str | dns.name.Name, extra: Sequence[str] = ()
+    ) -> list[tuple[str, str]]:
         """(NS name, address) for every address of every NS name (zone apex and parent
         delegation), then (EXTRA, address) for extra addresses not already listed."""
         servers, _problems = self._nameservers(absolute(zone), extra)
         return servers
 
-    def _nameservers(self, zone: dns.name.Name, extra: Sequence[str]
-                     ) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+    def _nameservers(
+        self, zone: dns.name.Name, extra: Sequence[str]
+    ) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
         extras = [_address(a, "extra nameserver") for a in extra]
         if zone not in self._ns_cache:
             self._ns_cache[zone] = self._discover(zone, allow_empty=bool(extras))
@@ -209,8 +229,9 @@ class Observer:
             raise ObserveError(f"no nameserver address found for zone {zone}")
         return servers, problems
 
-    def _discover(self, zone: dns.name.Name, allow_empty: bool
-                  ) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+    def _discover(
+        self, zone: dns.name.Name, allow_empty: bool
+    ) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
         problems: list[str] = []
         try:
             apex = self._apex_ns(zone)
@@ -238,8 +259,9 @@ class Observer:
 
     # -- one observation round ----------------------------------------------------------------
 
-    def observe(self, owner: str, rtype: str = "TLSA", zone: str | None = None,
-                extra: Sequence[str] = ()) -> Observation:
+    def observe(
+        self, owner: str, rtype: str = "TLSA", zone: str | None = None, extra: Sequence[str] = ()
+    ) -> Observation:
         at = self.clock.now()
         qname = absolute(owner)
         zname = absolute(zone) if zone is not None else self._find_zone(qname)
@@ -258,26 +280,43 @@ class Observer:
         for p in probes:
             a = p.answer
             if signed and a.ok and not p.has_dnskey:
-                a = replace(a, ok=False, dnssec="DNSKEY missing",
-                            error=f"serves no DNSKEY for the signed zone {zname}")
+                a = replace(
+                    a,
+                    ok=False,
+                    dnssec="DNSKEY missing",
+                    error=f"serves no DNSKEY for the signed zone {zname}",
+                )
             answers.append(a)
         pitfalls = [p.answer.label for p in probes if p.pitfall]
         parent = service_parent(qname)
         if pitfalls and parent is not None:
             problems = (*problems, pitfall_problem(qname, parent, pitfalls))
         negative = [p.negative_ttl for p in probes if p.negative_ttl is not None]
-        return Observation(owner=str(qname), rtype=dns.rdatatype.to_text(rdtype), at=at,
-                           answers=tuple(answers), zone=str(zname),
-                           negative_ttl=max(negative) if negative else None, signed=signed,
-                           problems=tuple(problems))
+        return Observation(
+            owner=str(qname),
+            rtype=dns.rdatatype.to_text(rdtype),
+            at=at,
+            answers=tuple(answers),
+            zone=str(zname),
+            negative_ttl=max(negative) if negative else None,
+            signed=signed,
+            problems=tuple(problems),
+        )
 
-    def _query(self, address: str, qname: dns.name.Name,
-               rdtype: dns.rdatatype.RdataType | str) -> Reply:
+    def _query(
+        self, address: str, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType | str
+    ) -> Reply:
         return query(address, qname, rdtype, port=self.port, timeout=self.timeout)
 
-    def _probe(self, server: str, address: str, qname: dns.name.Name,
-               rdtype: dns.rdatatype.RdataType,
-               zone: dns.name.Name, now: float) -> _Probe:
+    def _probe(
+        self,
+        server: str,
+        address: str,
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        zone: dns.name.Name,
+        now: float,
+    ) -> _Probe:
         """Up to four queries to one address: the RRset, the zone SOA, the DNSKEY RRset and,
         for `_port._tcp.host` owners, `_tcp.host`. Stops at the first failure."""
         base = ServerAnswer(server=server, address=address, ok=False, rcode="")
@@ -295,15 +334,21 @@ class Observer:
             return failed(reply.rcode, f"not authoritative for {zone} (AA=0)")
         rrset = answer_rrset(msg, qname, dns.rdatatype.RdataType.make(rdtype))
         records = frozenset(rdata_text(rdtype, rd) for rd in rrset) if rrset else frozenset()
-        base = replace(base, rcode=reply.rcode, records=records,
-                       ttl=rrset.ttl if rrset is not None else None)
+        base = replace(
+            base, rcode=reply.rcode, records=records, ttl=rrset.ttl if rrset is not None else None
+        )
 
         soa_reply = self._query(address, zone, "SOA")
-        soa = (answer_rrset(soa_reply.message, zone, dns.rdatatype.SOA)
-               if soa_reply.message is not None and soa_reply.authoritative else None)
+        soa = (
+            answer_rrset(soa_reply.message, zone, dns.rdatatype.SOA)
+            if soa_reply.message is not None and soa_reply.authoritative
+            else None
+        )
         if soa is None:
-            return failed(reply.rcode, f"no authoritative SOA for {zone}: "
-                          f"{soa_reply.error or soa_reply.rcode}")
+            return failed(
+                reply.rcode,
+                f"no authoritative SOA for {zone}: {soa_reply.error or soa_reply.rcode}",
+            )
         serial = soa[0].serial
         negative_ttl = min(soa.ttl, soa[0].minimum)
         base = replace(base, serial=serial)
@@ -322,10 +367,8 @@ class Observer:
         parent = service_parent(qname)
         if ok and reply.rcode == "NOERROR" and parent is not None and parent.is_subdomain(zone):
             parent_reply = self._query(address, parent, rdtype)
-            pitfall = (parent_reply.message is not None
-                       and tcp_pitfall(msg, parent_reply.message))
-        return _Probe(base, has_dnskey=keys is not None, negative_ttl=negative_ttl,
-                      pitfall=pitfall)
+            pitfall = parent_reply.message is not None and tcp_pitfall(msg, parent_reply.message)
+        return _Probe(base, has_dnskey=keys is not None, negative_ttl=negative_ttl, pitfall=pitfall)
 
 
 def _address(text: str, what: str) -> str:

@@ -119,7 +119,7 @@ def test_race_between_read_and_update_fails_the_prerequisite(
     provider.apply(tlsa_change(dns_lab, owner, R1))
     client = provider._client
     real_read = client.read
-    calls = []
+    calls: list[object] = []
 
     def read_then_meddle(*args: Any) -> RRset:
         result = real_read(*args)
@@ -143,7 +143,7 @@ def test_race_on_absent_rrset_fails_the_prerequisite(
 ) -> None:
     provider = make(dns_lab)
     real_read = provider._client.read
-    calls = []
+    calls: list[object] = []
 
     def read_then_meddle(*args: Any) -> RRset:
         result = real_read(*args)

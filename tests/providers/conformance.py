@@ -78,15 +78,16 @@ class ProviderConformance:
     # -- helpers -----------------------------------------------------------------------------
 
     @staticmethod
-    def change(t: Target, ttl: int = 300, rtype: str = "TLSA", owner: str | None = None,
-               **kw: object) -> Change:
-        fields: dict[str, object] = {
-            key: frozenset(value) if key in ("add", "remove", "expect") and value is not None
-            else value
-            for key, value in kw.items()
-        }
-        return Change(zone=t.zone, owner=owner or t.owner, rtype=rtype, ttl=ttl,
-                      **fields)  # type: ignore[arg-type]
+    def change(
+        t: Target, ttl: int = 300, rtype: str = "TLSA", owner: str | None = None,
+        add: Iterable[str] = (), remove: Iterable[str] = (),
+        expect: Iterable[str] | None = None, allow_empty: bool = False,
+    ) -> Change:
+        return Change(
+            zone=t.zone, owner=owner or t.owner, rtype=rtype, ttl=ttl, add=frozenset(add),
+            remove=frozenset(remove), expect=None if expect is None else frozenset(expect),
+            allow_empty=allow_empty,
+        )
 
     @staticmethod
     def apply(t: Target, change: Change) -> None:

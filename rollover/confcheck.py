@@ -191,7 +191,9 @@ class Section:
             return Section(self.p, None, path, allowed, open_ended=open_ended)
         if not isinstance(node, yaml.MappingNode):
             self.p.error(
-                line_of(node), path, f"must be a mapping, got {describe(node, _peek(self.p, node))}"
+                self.line_for(key),
+                path,
+                f"must be a mapping, got {describe(node, _peek(self.p, node))}",
             )
             return None
         sec = Section(self.p, node, path, allowed, open_ended=open_ended)
@@ -209,7 +211,9 @@ class Section:
             return
         if not isinstance(node, yaml.SequenceNode):
             self.p.error(
-                line_of(node), path, f"must be a list, got {describe(node, _peek(self.p, node))}"
+                self.line_for(key),
+                path,
+                f"must be a list, got {describe(node, _peek(self.p, node))}",
             )
             return
         for i, item in enumerate(node.value):

@@ -302,7 +302,9 @@ class _Builder:
         acme = self._acme(top)
         providers = self._providers(top)
         installers = self._installers(top)
-        endpoints = self._endpoints(top, providers, installers, acme)
+        endpoints = self._endpoints(
+            top, self._declared(top, "providers"), self._declared(top, "installers"), acme
+        )
         return Config(
             path=self.path,
             resolver=resolver,
@@ -319,8 +321,9 @@ class _Builder:
 
     def _resolver(self, top: Section) -> tuple[str, ...]:
         if top.has("resolver"):
+            node = top.value_node("resolver")
             addrs = top.get_ip_list("resolver") or ()
-            if not addrs and not self.p.errors:
+            if isinstance(node, yaml.SequenceNode) and not node.value:
                 top.bad("resolver", "must list at least one IP address")
             return addrs
         addrs = system_resolvers(self.resolv_conf)
@@ -550,11 +553,18 @@ class _Builder:
 
     # -- endpoints ---------------------------------------------------------------------------
 
+    def _declared(self, top: Section, key: str) -> set[str]:
+        """Names given under providers/installers, valid or not (no cascade of errors)."""
+        node = top.value_node(key)
+        if not isinstance(node, yaml.MappingNode):
+            return set()
+        return {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+
     def _endpoints(
         self,
         top: Section,
-        providers: dict[str, ProviderConfig],
-        installers: dict[str, InstallerConfig],
+        providers: set[str],
+        installers: set[str],
         acme: AcmeConfig | None,
     ) -> list[EndpointConfig]:
         out: list[EndpointConfig] = []
@@ -592,8 +602,8 @@ class _Builder:
     def _endpoint(
         self,
         sec: Section,
-        providers: dict[str, ProviderConfig],
-        installers: dict[str, InstallerConfig],
+        providers: set[str],
+        installers: set[str],
         acme: AcmeConfig | None,
     ) -> EndpointConfig | None:
         host = sec.get_hostname("host", required=True, what="a host name")

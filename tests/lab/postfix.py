@@ -1,6 +1,7 @@
-"""Postfix as the lab's MTA: its own config dir, queue and data dirs in a temp dir, listening only on
-{net}.25:25 with STARTTLS from one chain file per algorithm (`smtpd_tls_chain_files`: key then
-chain, 0600), self-signed at first. No DNS lookups, no chroot, every outbound transport is `error:`.
+"""Postfix as the lab's MTA: its own config dir, queue and data dirs in a temp dir, listening
+only on {net}.25:25 with STARTTLS from one chain file per algorithm (`smtpd_tls_chain_files`: key
+then chain, 0600), self-signed at first. No DNS lookups, no chroot, every outbound transport is
+`error:`.
 
 `postfix start` daemonises the master; stop() runs `postfix -c DIR stop` and then makes sure the
 master whose pid this instance recorded is gone. Nothing else is touched.
@@ -8,6 +9,7 @@ master whose pid this instance recorded is gone. Nothing else is touched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -154,7 +157,7 @@ class PostfixLab:
         try:
             self._postfix("check")
             self._postfix("start")
-            waited = wait_for(lambda: tcp_open(self.address, self.port), timeout,
+            waited: float = wait_for(lambda: tcp_open(self.address, self.port), timeout,
                               f"Postfix SMTP on {self.address}:{self.port}")
             self._master_pid = self._read_master_pid()
         except BaseException:
@@ -176,10 +179,8 @@ class PostfixLab:
             try:
                 wait_for(lambda: not _alive(pid), timeout, f"Postfix master {pid} to exit")
             except LabError:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         self._master_pid = None
         self._addresses.remove_all()
 
@@ -286,11 +287,10 @@ def served_chain(address: str, port: int, algorithm: str, timeout: float = 5.0) 
         except SSL.Error as err:
             raise LabError(f"STARTTLS {algorithm} handshake with {address}:{port} failed: "
                            f"{err}") from err
-        chain = conn.get_peer_cert_chain(as_cryptography=True) or []
-        try:
+        peer: Any = conn  # the installed stubs predate `as_cryptography`
+        chain: list[x509.Certificate] = peer.get_peer_cert_chain(as_cryptography=True) or []
+        with contextlib.suppress(SSL.Error):
             conn.shutdown()
-        except SSL.Error:
-            pass
         return [c.public_bytes(serialization.Encoding.DER) for c in chain]
     finally:
         sock.close()

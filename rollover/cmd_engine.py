@@ -1,0 +1,92 @@
+"""`rollover plan`, `rollover run`, `rollover status`: the engine through the command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from rollover import report
+from rollover.clock import Clock, SystemClock
+from rollover.config import Config, load_config
+from rollover.engine import SlotReport
+from rollover.errors import ExitStatus
+from rollover.wiring import build_engine
+
+DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", metavar="PATH",
+                        help=f"configuration file (default $ROLLOVER_CONFIG or {DEFAULT_CONFIG})")
+    parser.add_argument("--state-dir", metavar="DIR", help="override state_dir of the config")
+    command = parser.prog.split()[-1]
+    if command == "run":
+        parser.add_argument("--wait", action="store_true",
+                            help="keep going (polling) until nothing is left to do")
+        parser.add_argument("--roll", action="store_true",
+                            help="start a key rollover now (next key becomes current)")
+        parser.add_argument("--max-wait", type=float, default=86400.0, metavar="SECONDS",
+                            help="with --wait: give up waiting after this long (default 1 day)")
+    if command in ("status", "plan"):
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+    if command == "status":
+        parser.add_argument("--nagios", action="store_true",
+                            help="one line, exit 0 OK / 1 WARNING / 2 CRITICAL / 3 UNKNOWN")
+        parser.add_argument("--no-observe", action="store_true",
+                            help="show the stored state only; ask no nameserver")
+
+
+def load(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
+    path = args.config or env.get("ROLLOVER_CONFIG") or DEFAULT_CONFIG
+    config = load_config(Path(path))
+    for warning in config.warnings:
+        print(f"rollover: warning: {warning}", file=sys.stderr)
+    if args.state_dir:
+        config = dataclasses.replace(config, state_dir=Path(args.state_dir))
+    return config
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = None) -> int:
+    clock = clock or SystemClock()
+    config = load(args, env)
+    command = args.command
+    if command == "run":
+        engine = build_engine(config, clock)
+        progress = _progress if sys.stderr.isatty() else _progress_lines
+        reports = engine.run(roll=args.roll, wait=args.wait, max_wait=args.max_wait,
+                             progress=progress)
+        print(report.text(reports, clock.now()))
+        return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
+    engine = build_engine(config, clock, with_certs=False, create_state=False)
+    if command == "plan":
+        reports = engine.plan()
+        now = clock.now()
+        print(report.to_json(reports, now) if args.json else
+              report.text(reports, now, heading="would next"))
+        return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
+    reports = engine.status(observe=not args.no_observe)
+    now = clock.now()
+    if args.nagios:
+        status, line = report.nagios(reports, now)
+        print(line)
+        return status
+    print(report.to_json(reports, now) if args.json else report.text(reports, now))
+    return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
+
+
+def _progress(reports: list[SlotReport], wake: datetime) -> None:
+    now = SystemClock().now()
+    waiting = "; ".join(f"{r.slot}: {r.reason}" for r in reports if r.wake_at)
+    left = max(0.0, (wake - now).total_seconds())
+    sys.stderr.write(f"\r\033[K[{left:5.1f}s] {waiting[:150]}")
+    sys.stderr.flush()
+
+
+def _progress_lines(reports: list[SlotReport], wake: datetime) -> None:
+    for r in reports:
+        if r.wake_at:
+            print(f"rollover: {r.slot}: {r.reason}", file=sys.stderr)

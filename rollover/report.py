@@ -1,0 +1,117 @@
+"""Plan and status as text for people, JSON for machines, one line for Nagios."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from rollover import machine as m
+from rollover.clock import format_time
+from rollover.engine import SlotReport
+from rollover.errors import ExitStatus
+from rollover.model import ServerAnswer
+
+
+def _short(rdata: str) -> str:
+    parts = rdata.split()
+    if len(parts) == 4 and len(parts[3]) > 16:
+        return f"{' '.join(parts[:3])} {parts[3][:12]}…"
+    return rdata
+
+
+def _when(dt: datetime | None, now: datetime) -> str:
+    if dt is None:
+        return "nothing scheduled"
+    left = (dt - now).total_seconds()
+    if left <= 0:
+        return "now"
+    return f"at {format_time(dt)} (in {m.human_duration(left)})"
+
+
+def _server_line(a: ServerAnswer, wanted: frozenset[str]) -> str:
+    if not a.ok:
+        return f"{a.label}: {a.error or a.rcode}"
+    missing = wanted - a.records
+    if not wanted:
+        verdict = "nothing of ours published yet"
+    elif missing:
+        verdict = f"lacks {len(missing)} of our records"
+    else:
+        verdict = "serves all our records"
+    extra = [f"ttl {a.ttl}" if a.ttl is not None else "no RRset", f"serial {a.serial}"]
+    if a.dnssec:
+        extra.append(f"dnssec {a.dnssec}")
+    return f"{a.label}: {len(a.records)} records, {', '.join(extra)}; {verdict}"
+
+
+def slot_text(r: SlotReport, now: datetime, *, heading: str = "next") -> list[str]:
+    st = r.state
+    lines = [f"{r.slot}: {st.phase.value} since {format_time(st.phase_since)}"]
+    for k in st.keys:
+        lines.append(f"  key {k.role.value:<8} {k.key_id}  3 1 1 {k.spki_sha256[:12]}…")
+    for rec in st.records:
+        lines.append(f"  record {_short(rec.rdata)}  {rec.state.value} since "
+                     f"{format_time(rec.since)}")
+    if st.installed is not None:
+        c = st.installed
+        lines.append(f"  certificate for {c.key_id}, serial {c.serial[:16]}, valid until "
+                     f"{format_time(c.not_after)}"
+                     + (f", ARI renewal at {format_time(c.renew_at)}" if c.renew_at else ""))
+    obs = st.observation
+    if obs is not None:
+        lines.append(f"  nameservers at {format_time(obs.at)} (zone {obs.zone}):")
+        wanted = st.wanted()
+        for a in obs.answers:
+            lines.append(f"    {_server_line(a, wanted)}")
+        for p in obs.problems:
+            lines.append(f"    problem: {p}")
+    if st.last_error:
+        lines.append(f"  last error: {st.last_error}")
+    for d in r.done:
+        lines.append(f"  did: {d}" if not d.startswith("would") else f"  {d}")
+    if r.action:
+        lines.append(f"  {heading}: {r.action}")
+    lines.append(f"  {'error' if r.error else 'reason'}: {r.error or r.reason}")
+    lines.append(f"  wake up: {_when(r.wake_at, now)}")
+    return lines
+
+
+def text(reports: list[SlotReport], now: datetime, *, heading: str = "next") -> str:
+    if not reports:
+        return "no endpoints configured"
+    return "\n".join(line for r in reports for line in slot_text(r, now, heading=heading))
+
+
+def to_json(reports: list[SlotReport], now: datetime) -> str:
+    out: list[dict[str, Any]] = []
+    for r in reports:
+        d = m.slot_to_dict(r.state)
+        d.update({"reason": r.reason, "action": r.action, "error": r.error, "done": r.done,
+                  "wake_at": format_time(r.wake_at) if r.wake_at else None})
+        out.append(d)
+    return json.dumps({"now": format_time(now), "slots": out}, indent=2, sort_keys=True)
+
+
+def nagios(reports: list[SlotReport], now: datetime) -> tuple[ExitStatus, str]:
+    """One line and a Nagios status: CRITICAL when a slot has an error or a certificate expires
+    within 7 days, WARNING while a slot waits on a lagging server or has a recorded failure."""
+    if not reports:
+        return ExitStatus.UNKNOWN, "ROLLOVER UNKNOWN - no endpoints configured"
+    crit, warn = [], []
+    for r in reports:
+        st = r.state
+        if r.error:
+            crit.append(f"{r.slot}: {r.error}")
+        elif st.installed and (st.installed.not_after - now).total_seconds() < 7 * 86400:
+            crit.append(f"{r.slot}: certificate expires {format_time(st.installed.not_after)}")
+        elif st.last_error:
+            warn.append(f"{r.slot}: {st.last_error}")
+        elif r.reason.startswith(("waiting:", "dns says no")) and st.phase != m.Phase.NEW:
+            warn.append(f"{r.slot}: {r.reason}")
+    summary = ", ".join(f"{r.slot} {r.state.phase.value}" for r in reports)
+    if crit:
+        return ExitStatus.ERROR, "ROLLOVER CRITICAL - " + "; ".join(crit)
+    if warn:
+        return ExitStatus.WARNING, "ROLLOVER WARNING - " + "; ".join(warn)
+    return ExitStatus.OK, "ROLLOVER OK - " + summary

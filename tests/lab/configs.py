@@ -1,0 +1,51 @@
+"""rollover configuration files pointing at the lab (used by tests and the README demo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.dns import DnsLab
+
+
+def write_config(directory: Path, dns_lab: DnsLab, host: str = "mail.example.test", *,
+                 algorithms: tuple[str, ...] = ("ecdsa-p256",), ttl: int | None = None,
+                 tsig_secret_file: Path | None = None, extra_nameservers: tuple[str, ...] = (),
+                 endpoint: dict[str, Any] | None = None, top: dict[str, Any] | None = None,
+                 policy: dict[str, Any] | None = None) -> Path:
+    """Write DIR/rollover.yaml for one endpoint in the lab zone; state under DIR/state."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    ep: dict[str, Any] = {
+        "host": host,
+        "zone": "example.test",
+        "provider": "lab",
+        "algorithms": list(algorithms),
+        "ttl": ttl if ttl is not None else dns_lab.ttl,
+        "policy": {"retire_grace": "2s", **(policy or {})},
+    }
+    if extra_nameservers:
+        ep["extra_nameservers"] = list(extra_nameservers)
+    ep.update(endpoint or {})
+    doc: dict[str, Any] = {
+        "state_dir": str(directory / "state"),
+        "resolver": [dns_lab.primary.address],
+        "dns": {"timeout": 1.0},
+        "providers": {
+            "lab": {
+                "type": "rfc2136",
+                "server": dns_lab.primary.address,
+                "tsig_key_name": dns_lab.tsig_name,
+                "tsig_algorithm": dns_lab.tsig_algorithm,
+                "tsig_secret_file": str(tsig_secret_file or dns_lab.tsig_secret_file),
+            }
+        },
+        "endpoints": [ep],
+    }
+    doc.update(top or {})
+    path = directory / "rollover.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path

@@ -8,17 +8,18 @@ post-flight. The rules, as a DANE-validating SMTP client applies them:
   ignored too. No usable record at all means no match.
 - DANE-EE (3) matches the leaf only; names and validity dates are ignored (RFC 7672 3.1.1).
 - DANE-TA (2) matches an issuer of the leaf that the server sent (RFC 7672 3.1.2): the path
-  leaf -> ... -> trust anchor must verify signature by signature, every certificate on it
-  (trust anchor included, as OpenSSL does) must be valid at `now`, issuers must be CAs within
-  their path-length limits, the leaf's extendedKeyUsage (if any) must allow serverAuth, and the
-  host name must be in the leaf (SAN dNSName; the CN only when there is no dNSName; a wildcard
+  leaf -> ... -> trust anchor must verify signature by signature, every certificate below the
+  trust anchor must be valid at `now` (the trust anchor's own dates do not count: RFC 5280 path
+  validation, and OpenSSL, leave them out), issuers must be CAs within their path-length
+  limits, the leaf's extendedKeyUsage (if any) must allow serverAuth, and the host name must be
+  in the leaf (SAN dNSName; the CN only when there is no dNSName; a wildcard
   only as the whole leftmost label). Full-value records are the exception: a 2 0 0 carries the
   TA certificate and a 2 1 0 its public key, so the server need not send them (RFC 7671 5.2.2).
 - Digest agility (RFC 7671 section 9): among the usable records with the same usage and selector,
-  a client uses only the most preferred matching type present. OpenSSL's order is SHA2-512 >
-  SHA2-256 > Full; a client that prefers SHA2-256 ranks SHA2-256 > SHA2-512 > Full. `matched` is
-  true only when the chain matches under *both* preferences: an operator must not publish a
-  3 1 2 that does not match just because a 3 1 1 does.
+  a client uses only the most preferred digest present (OpenSSL: SHA2-512 over SHA2-256; a client
+  that prefers SHA2-256 the other way round). Full(0) records are not digests and always count
+  (as in OpenSSL). `matched` is true only when the chain matches under *both* preferences: an
+  operator must not publish a 3 1 2 that does not match just because a 3 1 1 does.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ class Preference(StrEnum):
 
 # rank of each matching type for a client of that preference (higher = preferred)
 _RANK = {
-    Preference.SHA2_256: {1: 2, 2: 1, 0: 0},
-    Preference.SHA2_512: {2: 2, 1: 1, 0: 0},
+    Preference.SHA2_256: {1: 2, 2: 1},
+    Preference.SHA2_512: {2: 2, 1: 1},
 }
 
 
@@ -315,7 +316,7 @@ def _path_problem(path: Sequence[x509.Certificate], upto: int, host: str,
     last = min(upto, len(path) - 1)
     for depth in range(0, last + 1):
         cert = path[depth]
-        when = _valid_at(cert, now)
+        when = _valid_at(cert, now) if depth < upto else None  # not the trust anchor's dates
         if when:
             who = "leaf" if depth == 0 else f"depth {depth} ({name_text(cert.subject)})"
             return f"{who} {when}"
@@ -378,13 +379,14 @@ def _ee_result(record: TLSARecord, leaf: x509.Certificate) -> Match | Miss:
 
 def _preferred(records: Sequence[TLSARecord], pref: Preference) -> set[TLSARecord]:
     """The records a client of preference `pref` uses: per (usage, selector), only the best
-    ranked matching type present."""
+    ranked digest matching type present; Full(0) records are not digests and always count."""
     rank = _RANK[pref]
     best: dict[tuple[int, int], int] = {}
     for r in records:
-        key = (r.usage, r.selector)
-        best[key] = max(best.get(key, -1), rank[r.mtype])
-    return {r for r in records if rank[r.mtype] == best[(r.usage, r.selector)]}
+        if r.mtype != 0:
+            key = (r.usage, r.selector)
+            best[key] = max(best.get(key, -1), rank[r.mtype])
+    return {r for r in records if r.mtype == 0 or rank[r.mtype] == best[(r.usage, r.selector)]}
 
 
 def match_chain(chain: Sequence[x509.Certificate], records: Iterable[TLSARecord], host: str,

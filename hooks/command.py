@@ -1,0 +1,84 @@
+"""Generic installer: write the key and chain files, then run a command that picks them up.
+
+One combined file (key then chain, like Postfix) by default, or a separate key file and chain
+file with `key_name` and `chain_name`. The command gets ROLLOVER_HOST, ROLLOVER_PORT,
+ROLLOVER_ALGORITHM, ROLLOVER_CHAIN_FILE and ROLLOVER_KEY_FILE in its environment (file names,
+never key material). A failing command puts the previous files back and runs it once more.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from rollover.errors import InstallError
+from rollover.hooks.files import FileInstaller, Runner, command_text, file_name_for
+from rollover.hooks.postfix import DEFAULT_FILE_NAME, chain_file_bytes
+from rollover.model import SlotId
+
+
+class CommandInstaller(FileInstaller):
+    kind = "command"
+
+    def __init__(
+        self,
+        directory: Path,
+        command: Sequence[str],
+        file_name: str = DEFAULT_FILE_NAME,
+        key_name: str | None = None,
+        chain_name: str | None = None,
+        file_mode: int = 0o600,
+        group: str | None = None,
+        run: Runner = subprocess.run,
+        timeout: float = 60.0,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(directory, file_mode=file_mode, group=group, run=run, timeout=timeout)
+        if (key_name is None) != (chain_name is None):
+            raise InstallError("command installer: give both key_name and chain_name, or neither")
+        self.command = tuple(command)
+        self.file_name = file_name
+        self.key_name = key_name
+        self.chain_name = chain_name
+        self.base_env = base_env
+
+    @property
+    def separate(self) -> bool:
+        return self.key_name is not None
+
+    def key_path(self, slot: SlotId) -> Path:
+        name = self.key_name if self.key_name is not None else self.file_name
+        return self.directory / file_name_for(name, slot, "key_name")
+
+    def chain_path(self, slot: SlotId) -> Path:
+        name = self.chain_name if self.chain_name is not None else self.file_name
+        return self.directory / file_name_for(name, slot, "chain_name")
+
+    def files_for(self, slot: SlotId) -> list[Path]:
+        if self.separate:
+            return [self.key_path(slot), self.chain_path(slot)]
+        return [self.chain_path(slot)]
+
+    def contents(self, slot: SlotId, key_pem: bytes, chain_pem: bytes) -> list[bytes]:
+        if self.separate:
+            return [key_pem, chain_pem]
+        return [chain_file_bytes(key_pem, chain_pem)]
+
+    def environment(self, slot: SlotId) -> dict[str, str]:
+        env = dict(os.environ if self.base_env is None else self.base_env)
+        env.update(
+            ROLLOVER_HOST=slot.host,
+            ROLLOVER_PORT=str(slot.port),
+            ROLLOVER_ALGORITHM=slot.algorithm.value,
+            ROLLOVER_CHAIN_FILE=str(self.chain_path(slot)),
+            ROLLOVER_KEY_FILE=str(self.key_path(slot)),
+        )
+        return env
+
+    def command_for(self, slot: SlotId) -> tuple[Sequence[str], Mapping[str, str] | None]:
+        return self.command, self.environment(slot)
+
+    def describe_command(self, slot: SlotId) -> str:
+        return f"run {command_text(self.command)}" if self.command else "no command"

@@ -20,7 +20,7 @@ from lab.dns01 import LabDns01
 from lab.pebble import PebbleLab
 from lab.pki import chain_file_bytes, generate_key, key_pem
 from lab.postfix import HOSTNAME, PostfixLab
-from lab.proc import wait_for
+from lab.proc import tcp_open, wait_for
 
 from rollover.issue import AcmeIssueError, AcmeIssuer
 from rollover.tlsa import tlsa_record
@@ -178,3 +178,53 @@ def test_acme_challenge_never_published_fails_cleanly(
     assert dns01.names("cleanup") == [challenge]  # cleaned up in the finally
     for server in dns_lab.servers:
         assert not dns_lab.query(server, challenge, "TXT").records
+
+
+# -- clean stop and start, twice ---------------------------------------------------------------
+
+
+def _master_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _on_lo(address: str) -> bool:
+    shown = subprocess.run(["ip", "-o", "addr", "show", "dev", "lo"], capture_output=True,
+                           text=True, check=True).stdout
+    return f" {address}/" in shown
+
+
+def test_postfix_stops_and_starts_cleanly_twice(postfix_lab: PostfixLab) -> None:
+    served = postfix_lab.served_chain("ecdsa-p256")
+    for _ in range(2):
+        pid = postfix_lab.master_pid
+        assert pid is not None and _master_alive(pid)
+        postfix_lab.stop()
+        assert not _master_alive(pid)
+        assert not tcp_open(postfix_lab.address, postfix_lab.port)
+        assert not _on_lo(postfix_lab.address)  # the address the lab added is gone again
+        postfix_lab.start()
+        assert _on_lo(postfix_lab.address)
+        assert postfix_lab.served_chain("ecdsa-p256") == served  # same chain files
+
+
+def test_pebble_stops_and_starts_cleanly_twice(dns_lab: DnsLab) -> None:
+    pebble = PebbleLab(f"{dns_lab.primary.address}:53", dns_lab.net, port=14003,
+                       management_port=15003)
+    try:
+        roots = []
+        for _ in range(2):
+            pebble.start()
+            pid = pebble.pid
+            assert pid is not None and "newOrder" in pebble.directory()
+            roots.append(pebble.roots()[0])
+            pebble.stop()
+            assert not _master_alive(pid)
+            assert not tcp_open(pebble.address, 14003)
+        assert roots[0] != roots[1]  # Pebble makes a new root at every start
+    finally:
+        pebble.close()
+    assert not pebble.workdir.exists()

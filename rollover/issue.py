@@ -166,6 +166,25 @@ def translate(exc: BaseException, doing: str, server: str) -> AcmeIssueError:
     )
 
 
+class _Network(client.ClientNetwork):
+    """ClientNetwork that retries a POST rejected with badNonce a few times (each retry uses
+    the fresh nonce the rejection carried), instead of the library's single retry."""
+
+    bad_nonce_retries = 8
+
+    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
+        for _ in range(self.bad_nonce_retries):
+            try:
+                response: requests.Response = self._post_once(*args, **kwargs)
+                return response
+            except messages.Error as err:
+                if err.code != "badNonce":
+                    raise
+                log.debug("ACME badNonce; retrying with a fresh nonce")
+        last: requests.Response = self._post_once(*args, **kwargs)
+        return last
+
+
 @dataclass
 class _Challenge:
     authzr: messages.AuthorizationResource
@@ -322,7 +341,7 @@ class AcmeIssuer:
             account_key = self._account_key()
             alg = jwa.ES256 if isinstance(account_key, jwk.JWKEC) else jwa.RS256
             verify: Any = str(self.ca_bundle) if self.ca_bundle is not None else True
-            net = client.ClientNetwork(
+            net = _Network(
                 account_key,
                 alg=alg,
                 verify_ssl=verify,

@@ -247,3 +247,28 @@ def test_certificate_key_is_the_staged_key(dns_lab: DnsLab, pebble_lab: PebbleLa
     leaf = x509.load_pem_x509_certificates(issued.chain_pem)[0]
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     assert leaf.public_key().public_bytes(*fmt) == staged.public_key().public_bytes(*fmt)
+
+
+@pytest.mark.lab
+def test_bad_nonces_are_retried_then_reported_as_retryable(dns_lab: DnsLab,
+                                                           tmp_path: Path) -> None:
+    flaky = PebbleLab(f"{dns_lab.primary.address}:53", dns_lab.net, port=14004,
+                      management_port=15004, nonce_reject=30)
+    hopeless = PebbleLab(f"{dns_lab.primary.address}:53", dns_lab.net, port=14005,
+                         management_port=15005, nonce_reject=100)
+    try:
+        flaky.start()
+        hopeless.start()
+        # 30 % of nonces rejected: the client's retries carry the order through.
+        issued = issuer(flaky, tmp_path / "flaky").order(key_pem(generate_key()),
+                                                         [fresh_host()], LabDns01(dns_lab))
+        assert issued.serial
+        # Every nonce rejected: a retryable error, not a hang or a traceback.
+        with pytest.raises(AcmeIssueError) as info:
+            issuer(hopeless, tmp_path / "hopeless").order(key_pem(generate_key()),
+                                                          [fresh_host()], NoDns01())
+        assert info.value.retryable and info.value.code == "badNonce"
+        assert "\n" not in str(info.value)
+    finally:
+        flaky.close()
+        hopeless.close()

@@ -28,13 +28,14 @@ PEBBLE = "/usr/bin/pebble"
 class PebbleLab:
     def __init__(self, dns_server: str, net: str | None = None, *,
                  eab_keys: dict[str, str] | None = None, port: int = 14000,
-                 management_port: int = 15000) -> None:
+                 management_port: int = 15000, nonce_reject: int = 0) -> None:
         self.net = net or lab_net()
         self.address = f"{self.net}.14"
         self.port = port
         self.management_port = management_port
         self.dns_server = dns_server
         self.eab_keys = dict(eab_keys or {})
+        self.nonce_reject = nonce_reject  # percentage of good nonces Pebble rejects as bad
         self.directory_url = f"https://{self.address}:{port}/dir"
         self.management_url = f"https://{self.address}:{management_port}"
         self.workdir = Path(tempfile.mkdtemp(prefix="rollover-pebble-"))
@@ -68,7 +69,8 @@ class PebbleLab:
     def start(self, timeout: float = 15.0) -> float:
         """Start Pebble; return the seconds until its directory answered."""
         self.config_path.write_text(json.dumps(self._config(), indent=2))
-        env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0"}
+        env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject),
+               "PEBBLE_AUTHZREUSE": "0"}
         self._daemon = Daemon("pebble", [PEBBLE, "-config", str(self.config_path),
                                          "-dnsserver", self.dns_server],
                               self.log, env=env, cwd=self.workdir)

@@ -44,6 +44,8 @@ INSTALLER_TYPES: dict[str, tuple[str, ...]] = {
     "command": (),
 }
 CERT_SOURCES = ("acme", "files", "certbot")
+DEFAULT_FILE_NAME = "{host}.{algorithm}.pem"
+_SAMPLE_SLOT = SlotId("mail.example.test", 25, Algorithm.ECDSA_P256)
 BUILTIN_PROVIDER_TYPES = ("rfc2136", "route53")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -145,7 +147,21 @@ class InstallerConfig:
     command: tuple[str, ...] = ()  # type command: run with the chain files
     file_mode: int = 0o600
     group: str | None = None  # group owner of written files (e.g. Debian-exim)
+    # File names in `directory`, formatted with {host}, {port}, {algorithm}. One file holds key
+    # then chain (Postfix smtpd_tls_chain_files) unless key_name and chain_name are both given.
+    file_name: str = DEFAULT_FILE_NAME
+    key_name: str | None = None
+    chain_name: str | None = None
     where: str = ""
+
+    def file_names(self, slot: SlotId) -> tuple[str, ...]:
+        """The names this installer writes for `slot` (one, or key and chain)."""
+        patterns = (
+            (self.key_name, self.chain_name)
+            if self.key_name is not None and self.chain_name is not None
+            else (self.file_name,)
+        )
+        return tuple(_format_name(p, slot) for p in patterns)
 
 
 @dataclass(frozen=True)
@@ -292,6 +308,7 @@ class _Builder:
         self.path = path
         self.base = path.absolute().parent
         self.resolv_conf = resolv_conf
+        self._endpoint_sections: list[tuple[Section, EndpointConfig]] = []
 
     def build(self, root: yaml.MappingNode) -> Config | None:
         top = Section(self.p, root, "", _TOP_KEYS)
@@ -305,6 +322,9 @@ class _Builder:
         endpoints = self._endpoints(
             top, self._declared(top, "providers"), self._declared(top, "installers"), acme
         )
+        owners: dict[tuple[str, str], EndpointConfig] = {}
+        for sec, ep in self._endpoint_sections:
+            self._installer_collisions(sec, ep, installers, owners)
         return Config(
             path=self.path,
             resolver=resolver,
@@ -497,7 +517,8 @@ class _Builder:
         sec = top.section("installers", (), open_ended=True)
         if sec is None:
             return out
-        keys = ("type", "directory", "reload_command", "command", "file_mode", "group")
+        keys = ("type", "directory", "reload_command", "command", "file_mode", "group",
+                "file_name", "key_name", "chain_name")  # fmt: skip
         for name, (knode, vnode) in sec.keys.items():
             path = f"installers.{name}"
             if not _NAME.match(name):
@@ -514,17 +535,17 @@ class _Builder:
                          f"(known: {', '.join(INSTALLER_TYPES)})")  # fmt: skip
                 itype = None
             directory = isec.get_path(
-                "directory", self.base, required=itype not in (None, "command"), must_exist="dir"
+                "directory", self.base, required=itype is not None, must_exist="dir"
             )
             reload_command = isec.get_command("reload_command")
             if reload_command is None:
                 reload_command = INSTALLER_TYPES.get(itype or "", ())
             command = isec.get_command("command")
             if itype == "command" and not command:
-                if isec.has("command"):
-                    isec.bad("command", "must not be empty")
-                else:
+                if not isec.has("command"):
                     isec.missing("command")
+                elif command == ():
+                    isec.bad("command", "must not be empty")
             elif itype not in (None, "command") and isec.has("command"):
                 isec.bad("command", f"only for type command (this is type {itype})")
             file_mode = isec.get_mode("file_mode", 0o600)
@@ -537,6 +558,18 @@ class _Builder:
                 )
             elif file_mode & 0o070 and group is None:
                 isec.warn("file_mode", f"{file_mode:04o} gives the group access to the private key")
+            file_name = self._name_pattern(isec, "file_name") or DEFAULT_FILE_NAME
+            key_name = self._name_pattern(isec, "key_name")
+            chain_name = self._name_pattern(isec, "chain_name")
+            if isec.has("key_name") != isec.has("chain_name"):
+                given, other = (
+                    ("key_name", "chain_name")
+                    if isec.has("key_name")
+                    else ("chain_name", "key_name")
+                )
+                isec.bad(given, f"needs {other} as well (separate key and chain files)")
+            elif key_name is not None and key_name == chain_name:
+                isec.bad("chain_name", "must differ from key_name")
             if itype is None:
                 continue
             out[name] = InstallerConfig(
@@ -547,9 +580,27 @@ class _Builder:
                 command=command or (),
                 file_mode=file_mode,
                 group=group,
+                file_name=file_name,
+                key_name=key_name,
+                chain_name=chain_name,
                 where=f"{self.p.file}:{line_of(knode)}",
             )
         return out
+
+    def _name_pattern(self, sec: Section, key: str) -> str | None:
+        pattern = sec.get_str(key)
+        if pattern is None:
+            return None
+        try:
+            _format_name(pattern, _SAMPLE_SLOT)
+        except ValueError as exc:
+            sec.bad(key, str(exc))
+            return None
+        if "{host}" not in pattern or "{algorithm}" not in pattern:
+            sec.bad(key, f"{pattern!r} must contain {{host}} and {{algorithm}} so that slots "
+                    "do not overwrite each other's files")  # fmt: skip
+            return None
+        return pattern
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -596,6 +647,7 @@ class _Builder:
                 continue
             seen[ident] = sec.line
             self._shared_keys(sec, ep, key_users)
+            self._endpoint_sections.append((sec, ep))
             out.append(ep)
         return out
 
@@ -777,6 +829,28 @@ class _Builder:
             )
         return policy
 
+    def _installer_collisions(
+        self,
+        sec: Section,
+        ep: EndpointConfig,
+        installers: dict[str, InstallerConfig],
+        owners: dict[tuple[str, str], EndpointConfig],
+    ) -> None:
+        """Two slots must never write the same file (same host, other port, no {port})."""
+        ic = installers.get(ep.installer or "")
+        if ic is None:
+            return
+        for slot in ep.slots():
+            for name in ic.file_names(slot):
+                first = owners.setdefault((ic.name, name), ep)
+                if first is not ep:
+                    sec.bad(
+                        "installer",
+                        f"{ic.name} would write {name} for {first.host} port {first.port} too; "
+                        "add {port} to its file names",
+                    )
+                    return
+
     def _shared_keys(
         self, sec: Section, ep: EndpointConfig, users: dict[Path, tuple[str, int]]
     ) -> None:
@@ -793,6 +867,20 @@ class _Builder:
                     f"{key_path} is also the key of {other[0]} (line {other[1]}); the DANE how-to "
                     "advises one key per MX host",
                 )
+
+
+def _format_name(pattern: str, slot: SlotId) -> str:
+    """`pattern` with {host}, {port}, {algorithm} filled in; ValueError when not a file name."""
+    try:
+        name = pattern.format(host=slot.host, port=slot.port, algorithm=slot.algorithm.value)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"{pattern!r} is not a valid pattern ({exc.__class__.__name__}: {exc}); "
+            "use {host}, {port} and {algorithm}"
+        ) from None
+    if not name or "/" in name or name in (".", "..") or "\0" in name:
+        raise ValueError(f"{pattern!r} gives {name!r}, not a plain file name")
+    return name
 
 
 def available_provider_types() -> set[str]:

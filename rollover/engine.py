@@ -193,6 +193,7 @@ class Engine:
         has anything scheduled (or `max_wait` seconds pass)."""
         with self.edges.store.lock():
             doc = self._load()
+            self._check_providers()
             if roll:
                 for _, slot in self.slots():
                     st = self._slot_state(doc, slot)
@@ -211,6 +212,17 @@ class Engine:
                 if progress is not None:
                     progress(reports, wake)
                 self.clock.sleep(max(0.05, (wake - now).total_seconds()))
+
+    def _check_providers(self) -> None:
+        """Read each endpoint's RRset through its provider before changing anything, so bad
+        credentials fail the run before a single key is generated or state written."""
+        for ep in self.config.endpoints:
+            provider = self.edges.providers[ep.provider]
+            try:
+                zone = self.zone_of(ep)
+            except ObserveError:
+                continue  # reported per slot by _advance
+            provider.read(zone, ep.endpoint.owner, "TLSA")
 
     def plan(self) -> list[SlotReport]:
         """What `run` would do now, per slot. Reads state and DNS; writes nothing."""

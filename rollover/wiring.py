@@ -131,12 +131,10 @@ def build_engine(config: Config, clock: Clock, *, with_certs: bool = True,
     engine = Engine(config, edges)
     if not with_certs:
         return engine
-    try:
-        from rollover.probe import LiveProber
-    except ImportError:  # pragma: no cover - until the probe lands
-        pass
-    else:
-        edges.prober = LiveProber(config.resolver, port=config.dns.port, timeout=10.0)
+    from rollover.probe import LiveProber
+
+    edges.prober = LiveProber(config.resolver, dns_port=config.dns.port,
+                              dns_timeout=config.dns.timeout, timeout=10.0)
     for ep in config.endpoints:
         key = str(ep.endpoint)
         installer = build_installer(config, ep)

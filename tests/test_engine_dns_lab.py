@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from lab.configs import write_config
-from lab.dns import DnsLab
-from lab.proc import wait_for
 from rollover.cli import main
 from rollover.clock import SystemClock, parse_time
 from rollover.errors import ExitStatus
+
+from lab.configs import write_config
+from lab.dns import DnsLab
+from lab.proc import wait_for
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parent.parent
@@ -240,21 +241,21 @@ def test_kill_9_at_random_points_then_resume(dns_lab: DnsLab, tmp_path: Path) ->
                                 env=env)
         cases.append((host, d, cfg, proc, rng.uniform(0.3, 4.0)))
     start = CLOCK.monotonic()
-    for host, d, cfg, proc, at in sorted(cases, key=lambda c: c[4]):
+    for _host, _d, _cfg, proc, at in sorted(cases, key=lambda c: c[4]):
         CLOCK.sleep(max(0.0, start + at - CLOCK.monotonic()))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    for host, d, cfg, proc, at in cases:
+    for _host, d, _cfg, _proc, _at in cases:
         f = d / "state" / "state.json"
         if f.exists():
             json.loads(f.read_text())  # never half-written
     resumed = [subprocess.Popen([sys.executable, "-m", "rollover", "run", "--wait", "--config",
                                  str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=env) for host, d, cfg, proc, at in cases]
+                                env=env) for _host, _d, cfg, _proc, _at in cases]
     for p in resumed:
         out = p.communicate(timeout=120)[0].decode()
         assert p.returncode == 0, out
-    for host, d, cfg, proc, at in cases:
+    for host, d, _cfg, _proc, _at in cases:
         s = slot(d, host)
         assert s["phase"] == "ready", (host, s["phase"])
         ours = wanted(s)

@@ -11,7 +11,14 @@ from rollover import machine as m
 from rollover.machine import KeyRole, Phase, RecordState
 
 from machine_helpers import (
-    POLICY, SLOT, at, drive_to_propagating, everywhere, obs, rdatas, spki,
+    POLICY,
+    SLOT,
+    at,
+    drive_to_propagating,
+    everywhere,
+    obs,
+    rdatas,
+    spki,
 )
 
 TTL = POLICY.ttl
@@ -338,7 +345,7 @@ def test_probe_failure_rolls_back_and_keeps_records() -> None:
 
 
 def test_renewal_reuses_the_key_and_changes_no_record() -> None:
-    st, t = active()
+    st, _ = active()
     policy = replace(POLICY, key_lifetime=365 * 86400)  # renewal comes before key rollover
     assert st.installed is not None
     key = st.installed.key_id

@@ -102,6 +102,7 @@ class Section:
         self.keys: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         if node is None:
             return
+        own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
         try:
             self.p._constructor.flatten_mapping(node)  # resolve "<<" merge keys
         except yaml.YAMLError as exc:
@@ -117,6 +118,8 @@ class Section:
                 p.error(line_of(knode), path, f"keys must be strings, got {describe(knode, key)}")
                 continue
             kpath = join(path, key)
+            if key in self.keys and id(self.keys[key][0]) not in own:
+                del self.keys[key]  # a merged ("<<") value: the explicit or later one wins
             if key in self.keys:
                 first = line_of(self.keys[key][0])
                 p.error(line_of(knode), kpath, f"duplicate key (first given on line {first})")

@@ -131,7 +131,10 @@ class GenericProviderConfig:
 
     name: str
     type: str
-    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    # may hold a third-party secret: kept out of repr()
+    options: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False, repr=False
+    )
     where: str = ""
 
 
@@ -311,7 +314,8 @@ class _Builder:
         self._endpoint_sections: list[tuple[Section, EndpointConfig]] = []
 
     def build(self, root: yaml.MappingNode) -> Config | None:
-        top = Section(self.p, root, "", _TOP_KEYS)
+        extensions = [k.value for k, _ in root.value if str(k.value).startswith("x-")]
+        top = Section(self.p, root, "", (*_TOP_KEYS, *extensions))
         top.line = 1
         state_dir = top.get_path("state_dir", self.base) or DEFAULT_STATE_DIR
         resolver = self._resolver(top)

@@ -251,6 +251,7 @@ def test_third_party_provider_options_pass_through(
         "endpoints: [{host: mail.example.test, provider: x}]\n"
     )
     config = load(path)
+    assert "auth.example" not in repr(config)  # third-party options may hold secrets
     x = config.providers["x"]
     assert x.type == "acmedns"
     assert dict(x.options) == {"url": "https://auth.example", "anything": [1, 2]}  # type: ignore[union-attr]
@@ -309,3 +310,51 @@ def test_no_traceback_in_a_subprocess(cfgdir: Path) -> None:
     lines = proc.stderr.rstrip("\n").split("\n")
     assert len(lines) == len(expectations(case.read_text(), cfgdir))
     assert all(re.match(rf"^(rollover: error: )?{re.escape(str(path))}:\d+: ", ln) for ln in lines)
+
+
+@pytest.mark.parametrize(
+    "name", ["many-problems.yaml", "yaml-syntax-unclosed.yaml", "empty.yaml", "secret-missing.yaml"]
+)
+def test_through_the_cli(name: str, cfgdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rollover.cli import main
+
+    text = (CORPUS / name).read_text()
+    path = cfgdir / name
+    path.write_text(text)
+    before = sorted(p.name for p in cfgdir.iterdir())
+    status = main(["plan", "--config", str(path)], env={})
+    err = capsys.readouterr().err
+    assert status == ExitStatus.CONFIG
+    assert "Traceback" not in err
+    lines = err.rstrip("\n").split("\n")
+    assert len(lines) == len([e for e in expectations(text, cfgdir) if e.kind == "E"])
+    assert all(str(path) + ":" in ln for ln in lines)
+    assert sorted(p.name for p in cfgdir.iterdir()) == before
+
+
+def test_anchors_merge_keys_and_x_extension_keys(cfgdir: Path) -> None:
+    path = cfgdir / "r.yaml"
+    path.write_text(
+        "resolver: 127.0.0.1\n"
+        "providers: {p: {type: rfc2136, server: 127.0.0.11}}\n"
+        "x-defaults: &defaults\n"
+        "  provider: p\n"
+        "  ttl: 1800\n"
+        "  policy: {retire_grace: 2h}\n"
+        "endpoints:\n"
+        "  - <<: *defaults\n"
+        "    host: mx1.example.test\n"
+        "  - <<: *defaults\n"
+        "    host: mx2.example.test\n"
+        "    ttl: 3600\n"
+        "    ttl: 2400\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{path}:13: endpoints[1].ttl: duplicate key (first given on line 12)"
+    path.write_text(path.read_text().replace("    ttl: 2400\n", ""))
+    config = load(path)
+    assert [(e.host, e.ttl, e.policy.retire_grace) for e in config.endpoints] == [
+        ("mx1.example.test", 1800, 7200),
+        ("mx2.example.test", 3600, 7200),
+    ]

@@ -118,7 +118,7 @@ def _read_reply(sock: socket.socket, step: str) -> tuple[int, list[str]]:
         lines = buf.split(b"\r\n") if b"\r\n" in buf else buf.split(b"\n")
         complete = lines[:-1]
         for n, raw in enumerate(complete):
-            if len(raw) >= 4 and raw[3:4] == b" " or len(raw) == 3:
+            if (len(raw) >= 4 and raw[3:4] == b" ") or len(raw) == 3:
                 texts = [ln.decode("ascii", "replace") for ln in complete[: n + 1]]
                 try:
                     code = int(texts[-1][:3])
@@ -214,7 +214,12 @@ def _tls(sock: socket.socket, algorithm: Algorithm, host: str, tls: TlsVersion,
         raise ProbeFailure(f"timed out after {timeout:g} s in the TLS handshake") from None
     except SSL.Error as err:
         raise ProbeFailure(_handshake_failure(err, algorithm, tls)) from None
-    chain = tuple(conn.get_peer_cert_chain(as_cryptography=True) or ())
+    # as_cryptography=True (pyOpenSSL >= 24.3) is not in the types-pyOpenSSL stubs yet
+    get_chain = conn.get_peer_cert_chain
+    peer: list[x509.Certificate] | None = get_chain(  # type: ignore[call-arg,assignment]
+        as_cryptography=True
+    )
+    chain = tuple(peer or ())
     protocol = conn.get_protocol_version_name()
     cipher = conn.get_cipher_name()
     with contextlib.suppress(SSL.Error, OSError):

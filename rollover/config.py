@@ -326,7 +326,7 @@ class _Builder:
         endpoints = self._endpoints(
             top, self._declared(top, "providers"), self._declared(top, "installers"), acme
         )
-        owners: dict[tuple[str, str], EndpointConfig] = {}
+        owners: dict[tuple[str, str], tuple[EndpointConfig, SlotId]] = {}
         for sec, ep in self._endpoint_sections:
             self._installer_collisions(sec, ep, installers, owners)
         return Config(
@@ -600,11 +600,7 @@ class _Builder:
         except ValueError as exc:
             sec.bad(key, str(exc))
             return None
-        if "{host}" not in pattern or "{algorithm}" not in pattern:
-            sec.bad(key, f"{pattern!r} must contain {{host}} and {{algorithm}} so that slots "
-                    "do not overwrite each other's files")  # fmt: skip
-            return None
-        return pattern
+        return pattern  # collisions between slots are checked per endpoint, where they happen
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -838,22 +834,27 @@ class _Builder:
         sec: Section,
         ep: EndpointConfig,
         installers: dict[str, InstallerConfig],
-        owners: dict[tuple[str, str], EndpointConfig],
+        owners: dict[tuple[str, str], tuple[EndpointConfig, SlotId]],
     ) -> None:
-        """Two slots must never write the same file (same host, other port, no {port})."""
+        """Two slots must never write the same file: other port without {port}, or several
+        algorithms without {algorithm} in the file names."""
         ic = installers.get(ep.installer or "")
         if ic is None:
             return
         for slot in ep.slots():
             for name in ic.file_names(slot):
-                first = owners.setdefault((ic.name, name), ep)
-                if first is not ep:
-                    sec.bad(
-                        "installer",
-                        f"{ic.name} would write {name} for {first.host} port {first.port} too; "
-                        "add {port} to its file names",
-                    )
-                    return
+                first = owners.setdefault((ic.name, name), (ep, slot))
+                if first[1] == slot:
+                    continue
+                other_ep, other_slot = first
+                if other_ep is ep:
+                    hint = "add {algorithm} to its file names"
+                    whom = f"{other_slot.algorithm.value} too"
+                else:
+                    hint = "add {port} to its file names"
+                    whom = f"{other_ep.host} port {other_ep.port} too"
+                sec.bad("installer", f"{ic.name} would write {name} for {whom}; {hint}")
+                return
 
     def _shared_keys(
         self, sec: Section, ep: EndpointConfig, users: dict[Path, tuple[str, int]]

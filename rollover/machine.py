@@ -87,8 +87,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("install", (Phase.INSTALLING,), Phase.VERIFYING,
                "the key's record is omnipresent and every server serves it now; the chain "
                "matches every server's RRset (pre-flight)", "write the files; reload"),
-    Transition("install-failed", (Phase.INSTALLING,), Phase.ACTIVE,
-               "pre-flight or reload failed", "keep/restore the previous certificate; retry later"),
+    Transition("install-failed", (Phase.INSTALLING,), Phase.INSTALLING,
+               "pre-flight or reload failed", "the previous certificate stays (the installer "
+               "restored it); keep the new one and retry the install after backoff"),
     Transition("verified", (Phase.VERIFYING,), Phase.RETIRING,
                "every address presents the new chain and it matches (post-flight)",
                "the next key becomes current"),
@@ -410,14 +411,11 @@ def _fail(st: SlotState, error: str, policy: Policy, at: datetime) -> None:
     delay = min(86400, policy.retry_base * 2 ** (st.failures - 1))
     st.retry_at = at + timedelta(seconds=delay)
     st.last_error = error
-    if st.phase == Phase.INSTALLING:
-        # Pre-flight refused or the installer failed and restored the previous files itself.
-        st.pending = None
-        st.target_key = None
-        _enter(st, Phase.ACTIVE if st.installed else Phase.READY, at)
-    elif st.phase == Phase.VERIFYING:
+    if st.phase == Phase.VERIFYING:
         _enter(st, Phase.ROLLING_BACK, at)  # rule 3: the previous certificate goes back
-    # ISSUING stays (retry after backoff); ROLLING_BACK stays (the rollback is retried)
+    # ISSUING stays (order again after backoff). INSTALLING stays: pre-flight refused or the
+    # installer failed and restored the previous files itself; the issued certificate is kept
+    # and the install retried after backoff. ROLLING_BACK stays (the rollback is retried).
 
 
 # --- observation bookkeeping -------------------------------------------------------------------

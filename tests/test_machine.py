@@ -319,8 +319,13 @@ def test_install_failure_keeps_the_old_state_and_retries_later() -> None:
     r = m.step(st, None, POLICY, at(t))
     st = m.apply(r.state, m.CertIssued(at(t), cert(r.action.key_id, t)), POLICY, at(t))  # type: ignore[union-attr]
     st = m.apply(st, m.Failed(at(t), "reload failed"), POLICY, at(t))
-    assert st.phase == Phase.READY and st.pending is None and st.last_error == "reload failed"
+    assert st.phase == Phase.INSTALLING and st.last_error == "reload failed"
+    assert st.pending is not None and st.installed is None  # the issued cert is kept
     assert st.wanted() == frozenset(r.rdata for r in st.records)  # records untouched
+    r = m.step(st, everywhere(t + 10, st.wanted()), POLICY, at(t + 10))
+    assert r.action is None and r.reason.startswith("backoff") and r.wake_at == at(t + 300)
+    r = m.step(st, everywhere(t + 300, st.wanted()), POLICY, at(t + 300))
+    assert isinstance(r.action, m.InstallCert)  # the same certificate, no new order
 
 
 def test_probe_failure_rolls_back_and_keeps_records() -> None:

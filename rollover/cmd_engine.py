@@ -12,8 +12,8 @@ from pathlib import Path
 from rollover import report
 from rollover.clock import Clock, SystemClock
 from rollover.config import Config, load_config
-from rollover.engine import SlotReport
 from rollover.errors import ExitStatus
+from rollover.report import SlotReport
 from rollover.wiring import build_engine
 
 DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"

@@ -28,8 +28,9 @@ from rollover.errors import (
     ProviderError,
     StateError,
 )
-from rollover.model import Observation, SlotId
+from rollover.model import Observation, PresentedChain, SlotId
 from rollover.providers.base import Change, Provider
+from rollover.report import SlotReport
 from rollover.state import StateStore
 
 log = logging.getLogger("rollover.engine")
@@ -71,13 +72,6 @@ class Installer(Protocol):
     def describe(self, slot: SlotId) -> str: ...
 
 
-@dataclass(frozen=True)
-class PresentedChain:
-    address: str
-    chain: tuple[x509.Certificate, ...] = ()
-    error: str | None = None
-
-
 class Prober(Protocol):
     def probe(self, endpoint: EndpointConfig, slot: SlotId) -> list[PresentedChain]: ...
 
@@ -100,17 +94,6 @@ class Edges:
     certs: dict[str, CertSource] = field(default_factory=dict)  # endpoint host:port -> source
     installers: dict[str, Installer] = field(default_factory=dict)  # endpoint host:port -> inst
     prober: Prober | None = None
-
-
-@dataclass
-class SlotReport:
-    slot: SlotId
-    state: m.SlotState
-    reason: str
-    action: str | None = None
-    wake_at: datetime | None = None
-    done: list[str] = field(default_factory=list)  # what this run did, in order
-    error: str | None = None
 
 
 def policy_for(endpoint: EndpointConfig) -> m.Policy:

@@ -11,6 +11,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from cryptography import x509
+
 from rollover.clock import format_time, parse_time
 
 USAGE_NAMES = {0: "PKIX-TA", 1: "PKIX-EE", 2: "DANE-TA", 3: "DANE-EE"}
@@ -248,3 +250,12 @@ class RRset:
     rtype: str
     ttl: int | None
     rdatas: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class PresentedChain:
+    """What one address presented over STARTTLS for one algorithm (leaf first), or why not."""
+
+    address: str
+    chain: tuple[x509.Certificate, ...] = ()
+    error: str | None = None

@@ -33,8 +33,7 @@ from OpenSSL import SSL
 
 from rollover import tlsa
 from rollover.config import EndpointConfig
-from rollover.engine import PresentedChain
-from rollover.model import Algorithm, SlotId
+from rollover.model import Algorithm, PresentedChain, SlotId
 
 TlsVersion = Literal["1.2", "1.3"]
 EHLO_NAME = "rollover.invalid"

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from rollover import machine as m
 from rollover.clock import format_time
-from rollover.engine import SlotReport
 from rollover.errors import ExitStatus
-from rollover.model import ServerAnswer
+from rollover.model import ServerAnswer, SlotId
+
+
+@dataclass
+class SlotReport:
+    """One slot after `run`, `plan` or `status`: its state, why, and what comes next."""
+
+    slot: SlotId
+    state: m.SlotState
+    reason: str
+    action: str | None = None
+    wake_at: datetime | None = None
+    done: list[str] = field(default_factory=list)  # what this run did (or would do), in order
+    error: str | None = None
 
 
 def _short(rdata: str) -> str:

@@ -28,8 +28,8 @@ def answer(i: int, records: Iterable[str] = (), ttl: int = 60, ok: bool = True,
            rcode: str = "NOERROR", error: str | None = None) -> ServerAnswer:
     name, addr = SERVERS[i]
     recs = frozenset(records)
-    return ServerAnswer(name, addr, ok, rcode if ok else (rcode if rcode != "NOERROR" else "TIMEOUT"),
-                        recs, ttl if recs else None, 2026112801, None, error)
+    code = rcode if ok or rcode != "NOERROR" else "TIMEOUT"
+    return ServerAnswer(name, addr, ok, code, recs, ttl if recs else None, 2026112801, None, error)
 
 
 def obs(t: float, *per_server: Iterable[str] | None, ttl: int = 60, neg: int = 30) -> Observation:

@@ -18,15 +18,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import certgen
 import pytest
 from cryptography import x509
-from lab.proc import Daemon, lab_net, tcp_open, wait_for
 
 from rollover import dane, tlsa
 from rollover.clock import SystemClock
 from rollover.dane import Preference, match_chain
 from rollover.model import TLSARecord
+
+import certgen
+from lab.proc import Daemon, lab_net, tcp_open, wait_for
 
 HOST = "mail.example.test"
 NOW = SystemClock().now()

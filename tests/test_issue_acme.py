@@ -13,14 +13,15 @@ import pytest
 from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from lab.dns import DnsLab
-from lab.dns01 import LabDns01
-from lab.pebble import PebbleLab
-from lab.pki import LabCA, generate_key, key_pem
 
 from rollover.clock import SystemClock
 from rollover.errors import AcmeError
 from rollover.issue import AcmeIssueError, AcmeIssuer, ari_cert_id, translate
+
+from lab.dns import DnsLab
+from lab.dns01 import LabDns01
+from lab.pebble import PebbleLab
+from lab.pki import LabCA, generate_key, key_pem
 
 CLOCK = SystemClock()
 

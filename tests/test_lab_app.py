@@ -15,15 +15,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from rollover.issue import AcmeIssueError, AcmeIssuer
+from rollover.tlsa import tlsa_record
+
 from lab.dns import DnsLab
 from lab.dns01 import LabDns01
 from lab.pebble import PebbleLab
 from lab.pki import chain_file_bytes, generate_key, key_pem
 from lab.postfix import HOSTNAME, PostfixLab
 from lab.proc import tcp_open, wait_for
-
-from rollover.issue import AcmeIssueError, AcmeIssuer
-from rollover.tlsa import tlsa_record
 
 pytestmark = pytest.mark.lab
 

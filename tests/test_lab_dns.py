@@ -20,11 +20,12 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 import pytest
+
+from rollover.clock import SystemClock
+
 from lab.dns import DnsLab, Server
 from lab.dns_fixtures import require_dns_binaries
 from lab.proc import lab_net, wait_for
-
-from rollover.clock import SystemClock
 
 pytestmark = pytest.mark.lab
 

@@ -20,7 +20,6 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from lab.proc import wait_for
 
 from rollover.clock import FakeClock, SystemClock
 from rollover.dnsquery import Reply
@@ -37,6 +36,8 @@ from rollover.dnssec_check import (
 from rollover.errors import ObserveError
 from rollover.model import Observation
 from rollover.observe import EXTRA, Delegation, Observer
+
+from lab.proc import wait_for
 
 ZONE = dns.name.from_text("example.test.")
 NOW = datetime(2026, 1, 1, tzinfo=UTC).timestamp()

@@ -10,8 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from smtp_stub import SmtpStub
 
 from rollover.config import EndpointConfig
-from rollover.engine import PresentedChain
-from rollover.model import Algorithm, SlotId
+from rollover.model import Algorithm, PresentedChain, SlotId
 from rollover.probe import (
     TLS13_AVAILABLE,
     LiveProber,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from rollover.providers.base import Change, check_change, load_provider_class
 
 from rollover.errors import ExitStatus, ProviderError
 from rollover.model import RRset
+from rollover.providers.base import Change, check_change, load_provider_class
 
 OWNER = "_25._tcp.mail.example.test."
 A = "3 1 1 " + "aa" * 32

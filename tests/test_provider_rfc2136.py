@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab.dns import DnsLab
-from lab.proc import lab_net
 from providers.conformance import FOREIGN, R1, R2, ProviderConformance, Target, fresh_owner
-from rollover.providers.base import Change
-from rollover.providers.rfc2136 import RFC2136Provider
 
 from rollover.errors import ProviderError
 from rollover.model import RRset
+from rollover.providers.base import Change
+from rollover.providers.rfc2136 import RFC2136Provider
+
+from lab.dns import DnsLab
+from lab.proc import lab_net
 
 SECRET = base64.b64encode(b"\x01" * 32).decode()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import certgen
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -14,6 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from rollover import tlsa
 from rollover.errors import InputError, MissingInputError
 from rollover.model import Algorithm, TLSARecord
+
+import certgen
 
 KINDS = ["rsa2048", "rsa3072", "rsa4096", "p256", "p384"]
 COMBOS = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]

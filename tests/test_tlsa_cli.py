@@ -6,12 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import certgen
 import pytest
 
 from rollover import tlsa
 from rollover.cli import main
 from rollover.errors import ExitStatus
+
+import certgen
 
 Capture = pytest.CaptureFixture[str]
 

@@ -23,9 +23,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
+from rollover.clock import SystemClock
+
 from lab.pki import ALGORITHMS, chain_file_bytes, generate_key, self_signed, write_private
 from lab.proc import LabError, LoopbackAddresses, lab_net, tcp_open, wait_for
-from rollover.clock import SystemClock
 
 POSTFIX = "/usr/sbin/postfix"
 HOSTNAME = "mail.example.test"

@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pytest
-from rollover.providers.base import Change, Provider
 
 from rollover.errors import ProviderError
 from rollover.model import RRset
+from rollover.providers.base import Change, Provider
 
 WAIT = 30.0  # wait_applied timeout; RFC 2136 returns at once
 

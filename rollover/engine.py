@@ -444,6 +444,22 @@ class Engine:
 
     # --- dry run -----------------------------------------------------------------------------
 
+    def _where(self, ep: EndpointConfig, action: m.Action) -> str:
+        """Where an action would go, from the configuration alone (plan builds no edges)."""
+        if isinstance(action, m.OrderCert) and ep.certificate is not None:
+            acme = self.config.acme
+            if ep.certificate.source == "acme" and acme is not None:
+                return f" from {acme.directory}"
+            return f" from {ep.certificate.source}"
+        if isinstance(action, m.InstallCert):
+            ic = self.config.installer_for(ep)
+            if ic is not None:
+                files = ", ".join(str(ic.directory / n) if ic.directory else n
+                                  for n in ic.file_names(action.slot))
+                reload = " ".join(ic.reload_command) or "no reload"
+                return f" into {files}; then {reload}"
+        return ""
+
     def _simulate(self, ep: EndpointConfig, st: m.SlotState, obs: Observation) -> SlotReport:
         """Step with imagined outcomes for the actions whose outcome is predictable (key
         generation, publishing), so `plan` shows the whole sequence a run would start. The
@@ -460,7 +476,7 @@ class Engine:
                 if r.wake_at is not None and r.wake_at <= now and n < 7:
                     continue
                 return SlotReport(st.slot, shown, r.reason, None, r.wake_at, would)
-            would.append(f"would {r.action.describe()} ({r.reason})")
+            would.append(f"would {r.action.describe()}{self._where(ep, r.action)} ({r.reason})")
             if isinstance(r.action, m.StageKey):
                 imagined = f"{n + 1:x}" * 64  # stands for a key not generated yet
                 st = m.apply(st, m.KeyStaged(now, r.action.key_id, r.action.role,

@@ -108,6 +108,7 @@ def build_installer(config: Config, endpoint: EndpointConfig) -> Installer | Non
         from rollover.hooks.command import CommandInstaller
 
         return CommandInstaller(ic.directory, ic.command, file_name=ic.file_name,
+                                key_name=ic.key_name, chain_name=ic.chain_name,
                                 file_mode=ic.file_mode, group=ic.group)
     raise ConfigError(f"{ic.where}: installer type {ic.type} is not available yet")
 

@@ -16,11 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rollover.clock import SystemClock
+
 from lab.configs import write_config
 from lab.dns import DnsLab
 from lab.pebble import PebbleLab
 from lab.postfix import PostfixLab
-from rollover.clock import SystemClock
 
 CLOCK = SystemClock()
 HOST = "mail.example.test"

@@ -11,14 +11,14 @@ from pathlib import Path
 
 os.environ.setdefault("ROLLOVER_LAB_NET", "127.0.8")
 
-from lab.configs import write_config  # noqa: E402
-from lab.dns import DnsLab  # noqa: E402
-from lab.pebble import PebbleLab  # noqa: E402
-from lab.postfix import PostfixLab  # noqa: E402
+from rollover.cli import main as rollover
+from rollover.clock import SystemClock, parse_time
+from rollover.observe import Observer
 
-from rollover.cli import main as rollover  # noqa: E402
-from rollover.clock import SystemClock, parse_time  # noqa: E402
-from rollover.observe import Observer  # noqa: E402
+from lab.configs import write_config
+from lab.dns import DnsLab
+from lab.pebble import PebbleLab
+from lab.postfix import PostfixLab
 
 CLOCK = SystemClock()
 

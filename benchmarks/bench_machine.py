@@ -7,10 +7,10 @@ import statistics
 import sys
 import tracemalloc
 
-from machine_helpers import POLICY, at, drive_to_propagating, everywhere
-
 from rollover import machine as m
 from rollover.clock import SystemClock
+
+from machine_helpers import POLICY, at, drive_to_propagating, everywhere
 
 CLOCK = SystemClock()
 

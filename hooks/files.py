@@ -224,9 +224,15 @@ class FileInstaller:
             try:
                 data = prev.read_bytes()
             except FileNotFoundError:
-                raise InstallError(
-                    f"{slot}: cannot roll back: {prev} does not exist (nothing was replaced)"
-                ) from None
+                # Nothing was replaced: the file did not exist before our install, so the
+                # state to go back to is "no file". Anything else would leave the rollback
+                # stuck forever.
+                if path.exists():
+                    self._read_target(path)  # refuses a loosened target
+                    path.unlink()
+                    fsync_dir(path.parent)
+                    log.info("%s: removed %s (there was no previous file)", slot, path)
+                continue
             except OSError as exc:
                 raise InstallError(f"{slot}: cannot read {prev}: {exc.strerror or exc}") from None
             self._read_target(path)  # refuses a loosened target

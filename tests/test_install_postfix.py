@@ -265,9 +265,19 @@ def test_key_must_belong_to_the_leaf_and_slot(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [] and calls == []
 
 
-def test_rollback_without_previous(tmp_path: Path) -> None:
-    with pytest.raises(InstallError, match=r"\.previous does not exist"):
-        PostfixInstaller(tmp_path, run=fake_run([])).rollback(ECDSA)  # type: ignore[arg-type]
+def test_rollback_of_a_first_install_removes_the_new_file(tmp_path: Path) -> None:
+    """No .previous means the file did not exist before: going back means no file, not a
+    rollback that fails forever."""
+    calls: list[list[str]] = []
+    inst = PostfixInstaller(tmp_path, run=fake_run(calls))  # type: ignore[arg-type]
+    key_pem, chain_pem, _ = material()
+    inst.install(ECDSA, key_pem, chain_pem)
+    target = tmp_path / "mail.example.test.ecdsa-p256.pem"
+    assert target.exists() and not (tmp_path / (target.name + ".previous")).exists()
+    inst.rollback(ECDSA)
+    assert not target.exists()
+    assert len(calls) == 2  # reloaded after the install and after the rollback
+    inst.rollback(ECDSA)  # nothing left to undo: still fine
 
 
 def test_missing_directory(tmp_path: Path) -> None:

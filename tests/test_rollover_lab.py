@@ -286,3 +286,34 @@ def test_crash_between_install_and_retire_is_finished_by_the_next_run(
     for records in rrsets(dns_lab, host):
         assert f"3 1 1 {a['spki_sha256']}" not in records
         assert f"3 1 1 {b['spki_sha256']}" in records
+
+
+def test_post_flight_mismatch_rolls_back_and_keeps_the_old_record(
+        dns_lab: DnsLab, pebble_lab: PebbleLab, postfix_lab: PostfixLab, tmp_path: Path) -> None:
+    """The installer writes where Postfix does not look (a wrong path: reload succeeds, the
+    server keeps presenting the old key). The post-flight probe must catch it and roll back."""
+    host, cfg = setup(tmp_path, dns_lab, pebble_lab, postfix_lab)
+    assert main(["run", "--wait", "--config", str(cfg)]) == 0
+    a = key_of(slot(cfg, host), "current")
+    b = key_of(slot(cfg, host), "next")
+    assert a and b
+    wrong = tmp_path / "not-read-by-postfix"
+    wrong.mkdir()
+    doc = yaml.safe_load(cfg.read_text())
+    doc["installers"]["postfix"]["directory"] = str(wrong)
+    cfg.write_text(yaml.safe_dump(doc))
+    mon = Monitor(dns_lab, postfix_lab, host)
+    mon.start()
+    try:
+        main(["run", "--roll", "--wait", "--max-wait", "10", "--config", str(cfg)])
+    finally:
+        mon.stop()
+    s = slot(cfg, host)
+    assert "post-flight" in s["last_error"] and "presents another key" in s["last_error"]
+    assert s["phase"] in ("active", "issuing") and s["installed"]["key_id"] == a["key_id"]
+    assert key_of(s, "current")["key_id"] == a["key_id"]  # type: ignore[index]
+    assert not list(wrong.glob("*.pem"))  # the wrongly placed file is rolled back
+    assert presented_spki(postfix_lab) == a["spki_sha256"]
+    for records in rrsets(dns_lab, host):
+        assert {f"3 1 1 {a['spki_sha256']}", f"3 1 1 {b['spki_sha256']}"} <= records
+    assert mon.violations == [] and mon.samples > 5

@@ -68,6 +68,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = 
         print(report.to_json(reports, now) if args.json else
               report.text(reports, now, heading="would next"))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
+    if not args.no_observe:
+        from rollover.probe import LiveProber
+
+        engine.edges.prober = LiveProber(config.resolver, dns_port=config.dns.port,
+                                         dns_timeout=config.dns.timeout, timeout=5.0)
     reports = engine.status(observe=not args.no_observe)
     now = clock.now()
     if args.nagios:

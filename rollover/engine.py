@@ -235,12 +235,32 @@ class Engine:
                     reports.append(SlotReport(slot, st, f"cannot observe: {exc}", error=str(exc)))
                     continue
             r = m.step(st, obs, policy_for(ep), self.clock.now())
-            reports.append(
-                SlotReport(
-                    slot, r.state, r.reason, r.action.describe() if r.action else None, r.wake_at
-                )
-            )
+            report = SlotReport(slot, r.state, r.reason,
+                                r.action.describe() if r.action else None, r.wake_at)
+            if observe and self.edges.prober is not None and ep.certificate is not None:
+                report.live = self._live(ep, r.state)
+            reports.append(report)
         return reports
+
+    def _live(self, ep: EndpointConfig, st: m.SlotState) -> list[str]:
+        """What every address presents for this slot's algorithm, and whether every
+        nameserver's RRset matches it (read-only: one STARTTLS handshake per address)."""
+        assert self.edges.prober is not None
+        roles = {k.spki_sha256: k.role.value for k in st.keys}
+        obs, now, lines = st.observation, self.clock.now(), []
+        for presented in self.edges.prober.probe(ep, st.slot):
+            if presented.error or not presented.chain:
+                lines.append(f"{presented.address}: {presented.error or 'no certificate'}")
+                continue
+            spki = tlsa.spki_sha256_hex(presented.chain[0])
+            which = roles.get(spki, "a key rollover does not know")
+            verdicts = []
+            for answer in obs.answers if obs else ():
+                why = self.edges.verify(list(presented.chain), answer.records, ep.host, now)
+                verdicts.append(f"{answer.server} {'matches' if why is None else 'NO MATCH'}")
+            lines.append(f"{presented.address}: presents 3 1 1 {spki[:12]}… ({which} key); "
+                         + ", ".join(verdicts))
+        return lines
 
     # --- the loop for one slot ---------------------------------------------------------------
 

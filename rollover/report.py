@@ -24,6 +24,7 @@ class SlotReport:
     wake_at: datetime | None = None
     done: list[str] = field(default_factory=list)  # what this run did (or would do), in order
     error: str | None = None
+    live: list[str] = field(default_factory=list)  # status: what each address presents
 
 
 def _short(rdata: str) -> str:
@@ -42,16 +43,18 @@ def _when(dt: datetime | None, now: datetime) -> str:
     return f"at {format_time(dt)} (in {m.human_duration(left)})"
 
 
-def _server_line(a: ServerAnswer, wanted: frozenset[str]) -> str:
+def _server_line(a: ServerAnswer, st: m.SlotState) -> str:
     if not a.ok:
         return f"{a.label}: {a.error or a.rcode}"
-    missing = wanted - a.records
-    if not wanted:
+    wanted = st.wanted()
+    roles = {k.rdata: k.role.value for k in st.keys}
+    has = sorted(roles[r] for r in a.records if r in roles)
+    lacks = sorted(roles.get(r, r) for r in wanted - a.records)
+    if not wanted and not has:
         verdict = "nothing of ours published yet"
-    elif missing:
-        verdict = f"lacks {len(missing)} of our records"
     else:
-        verdict = "serves all our records"
+        verdict = f"has {', '.join(has) or 'none of our keys'}" + (
+            f"; lacks {', '.join(lacks)}" if lacks else "")
     extra = [f"ttl {a.ttl}" if a.ttl is not None else "no RRset", f"serial {a.serial}"]
     if a.dnssec:
         extra.append(f"dnssec {a.dnssec}")
@@ -74,11 +77,13 @@ def slot_text(r: SlotReport, now: datetime, *, heading: str = "next") -> list[st
     obs = st.observation
     if obs is not None:
         lines.append(f"  nameservers at {format_time(obs.at)} (zone {obs.zone}):")
-        wanted = st.wanted()
         for a in obs.answers:
-            lines.append(f"    {_server_line(a, wanted)}")
+            lines.append(f"    {_server_line(a, st)}")
         for p in obs.problems:
             lines.append(f"    problem: {p}")
+    if r.live:
+        lines.append("  live server:")
+        lines.extend(f"    {line}" for line in r.live)
     if st.last_error:
         lines.append(f"  last error: {st.last_error}")
     for d in r.done:
@@ -101,6 +106,7 @@ def to_json(reports: list[SlotReport], now: datetime) -> str:
     for r in reports:
         d = m.slot_to_dict(r.state)
         d.update({"reason": r.reason, "action": r.action, "error": r.error, "done": r.done,
+                  "live": r.live,
                   "wake_at": format_time(r.wake_at) if r.wake_at else None})
         out.append(d)
     return json.dumps({"now": format_time(now), "slots": out}, indent=2, sort_keys=True)

@@ -191,6 +191,11 @@ def test_forced_rollover_never_leaves_the_served_key_unpublished(
     assert mon.violations == []
     assert mon.samples >= 20
     assert mon.keys_seen[-2:] == [old["spki_sha256"], cur["spki_sha256"]]  # it saw the switch
+    capsys.readouterr()
+    assert main(["status", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert f"{postfix_lab.address}: presents 3 1 1 {cur['spki_sha256'][:12]}… (current key)" in out
+    assert out.count("ns3.example.test. matches") == 1 and "NO MATCH" not in out
     print(f"\nmeasured: forced rollover {took:.1f}s, monitor samples {mon.samples}")
 
 

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from rollover import tlsa
 from rollover.errors import InputError, InstallError
 from rollover.fileio import fsync_dir, write_temp
-from rollover.model import SlotId
+from rollover.model import SlotId, format_file_name
 
 log = logging.getLogger("rollover.hooks")
 
@@ -50,15 +50,9 @@ def previous_path(path: Path) -> Path:
 def file_name_for(pattern: str, slot: SlotId, what: str = "file_name") -> str:
     """`pattern` formatted with host, port and algorithm; a plain file name (no '/')."""
     try:
-        name = pattern.format(host=slot.host, port=slot.port, algorithm=slot.algorithm.value)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise InstallError(
-            f"{what} pattern {pattern!r} is not valid ({exc.__class__.__name__}: {exc}); "
-            "use {host}, {port} and {algorithm}"
-        ) from None
-    if not name or "/" in name or name in (".", "..") or "\0" in name:
-        raise InstallError(f"{what} pattern {pattern!r} gives {name!r}, not a plain file name")
-    return name
+        return format_file_name(pattern, slot)
+    except ValueError as exc:
+        raise InstallError(f"{what} pattern: {exc}") from None
 
 
 def check_key_and_chain(slot: SlotId, key_pem: bytes, chain_pem: bytes) -> None:

@@ -24,7 +24,7 @@ import yaml
 from rollover import fileio
 from rollover.confcheck import Problems, Section, line_of
 from rollover.errors import ConfigError, RolloverError
-from rollover.model import Algorithm, Endpoint, Scheme, SlotId
+from rollover.model import Algorithm, Endpoint, Scheme, SlotId, format_file_name
 
 DEFAULT_PATH = Path("/etc/rollover/rollover.yaml")
 DEFAULT_STATE_DIR = Path("/var/lib/rollover")
@@ -164,7 +164,7 @@ class InstallerConfig:
             if self.key_name is not None and self.chain_name is not None
             else (self.file_name,)
         )
-        return tuple(_format_name(p, slot) for p in patterns)
+        return tuple(format_file_name(p, slot) for p in patterns)
 
 
 @dataclass(frozen=True)
@@ -596,7 +596,7 @@ class _Builder:
         if pattern is None:
             return None
         try:
-            _format_name(pattern, _SAMPLE_SLOT)
+            format_file_name(pattern, _SAMPLE_SLOT)
         except ValueError as exc:
             sec.bad(key, str(exc))
             return None
@@ -872,20 +872,6 @@ class _Builder:
                     f"{key_path} is also the key of {other[0]} (line {other[1]}); the DANE how-to "
                     "advises one key per MX host",
                 )
-
-
-def _format_name(pattern: str, slot: SlotId) -> str:
-    """`pattern` with {host}, {port}, {algorithm} filled in; ValueError when not a file name."""
-    try:
-        name = pattern.format(host=slot.host, port=slot.port, algorithm=slot.algorithm.value)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(
-            f"{pattern!r} is not a valid pattern ({exc.__class__.__name__}: {exc}); "
-            "use {host}, {port} and {algorithm}"
-        ) from None
-    if not name or "/" in name or name in (".", "..") or "\0" in name:
-        raise ValueError(f"{pattern!r} gives {name!r}, not a plain file name")
-    return name
 
 
 def available_provider_types() -> set[str]:

@@ -122,6 +122,21 @@ class SlotId:
         return f"{self.host}:{self.port} {self.algorithm.value}"
 
 
+def format_file_name(pattern: str, slot: SlotId) -> str:
+    """An installer file-name pattern with {host}, {port}, {algorithm} filled in for `slot`.
+    ValueError (one line) when the pattern is bad or does not give a plain file name."""
+    try:
+        name = pattern.format(host=slot.host, port=slot.port, algorithm=slot.algorithm.value)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"{pattern!r} is not a valid pattern ({exc.__class__.__name__}: {exc}); "
+            "use {host}, {port} and {algorithm}"
+        ) from None
+    if not name or "/" in name or name in (".", "..") or "\0" in name:
+        raise ValueError(f"{pattern!r} gives {name!r}, not a plain file name")
+    return name
+
+
 @dataclass(frozen=True)
 class ServerAnswer:
     """What one nameserver address answered for one owner/type."""

@@ -25,7 +25,7 @@ from rollover import tlsa
 from rollover.cli import main
 from rollover.clock import SystemClock
 
-from lab.configs import write_config
+from lab.configs import write_full_config
 from lab.dns import DnsLab
 from lab.pebble import PebbleLab
 from lab.postfix import PostfixLab, served_chain
@@ -48,19 +48,10 @@ def setup(tmp_path: Path, dns_lab: DnsLab, pebble: PebbleLab, postfix: PostfixLa
     host = f"mx{secrets.token_hex(3)}.example.test"
     dns_lab.update(host, "A", dns_lab.ttl, [postfix.address])
     dns_lab.wait_all(host, "A", [postfix.address])
-    cfg = write_config(
-        tmp_path, dns_lab, host, algorithms=algorithms,
+    cfg = write_full_config(
+        tmp_path, dns_lab, pebble, postfix, host, algorithms=algorithms,
         policy={"retire_grace": retire_grace, "key_lifetime": "60d", "renew_before": "1d"},
-        endpoint={"certificate": {"source": "acme"}, "installer": "postfix"},
-        top={
-            "acme": {"directory": pebble.directory_url, "email": "hostmaster@example.test",
-                     "ca_bundle": str(pebble.ca_bundle)},
-            "installers": {"postfix": {
-                "type": "postfix", "directory": str(postfix.tls_dir),
-                "file_name": "{algorithm}.pem",
-                "reload_command": reload or list(postfix.reload_command)}},
-        },
-    )
+        reload_command=reload)
     return host, cfg
 
 

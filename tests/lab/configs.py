@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 
 from lab.dns import DnsLab
+from lab.pebble import PebbleLab
+from lab.postfix import PostfixLab
 
 
 def write_config(directory: Path, dns_lab: DnsLab, host: str = "mail.example.test", *,
@@ -49,3 +51,22 @@ def write_config(directory: Path, dns_lab: DnsLab, host: str = "mail.example.tes
     path = directory / "rollover.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def write_full_config(directory: Path, dns_lab: DnsLab, pebble: PebbleLab, postfix: PostfixLab,
+                      host: str, *, algorithms: tuple[str, ...] = ("ecdsa-p256",),
+                      policy: dict[str, Any] | None = None,
+                      reload_command: list[str] | None = None) -> Path:
+    """A config managing `host` end to end: records in the lab zone, certificates from Pebble,
+    installed into the lab Postfix's chain files (one per algorithm) and reloaded."""
+    return write_config(
+        directory, dns_lab, host, algorithms=algorithms, policy=policy,
+        endpoint={"certificate": {"source": "acme"}, "installer": "postfix"},
+        top={
+            "acme": {"directory": pebble.directory_url, "email": "hostmaster@example.test",
+                     "ca_bundle": str(pebble.ca_bundle)},
+            "installers": {"postfix": {
+                "type": "postfix", "directory": str(postfix.tls_dir),
+                "file_name": "{algorithm}.pem",
+                "reload_command": reload_command or list(postfix.reload_command)}},
+        })

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rollover.clock import SystemClock
 
-from lab.configs import write_config
+from lab.configs import write_full_config
 from lab.dns import DnsLab
 from lab.pebble import PebbleLab
 from lab.postfix import PostfixLab
@@ -49,18 +49,9 @@ def main() -> int:
         print(f"lab up in {CLOCK.monotonic() - clock_start:.1f}s: nameservers "
               + ", ".join(f"{s.name} {s.address}" for s in dns.servers)
               + f"; ACME {pebble.directory_url}; Postfix {postfix.address}:25")
-        cfg = write_config(
-            work, dns, HOST, algorithms=("ecdsa-p256", "rsa2048"),
-            policy={"retire_grace": "2s"},
-            endpoint={"certificate": {"source": "acme"}, "installer": "postfix"},
-            top={
-                "acme": {"directory": pebble.directory_url, "email": "hostmaster@example.test",
-                         "ca_bundle": str(pebble.ca_bundle)},
-                "installers": {"postfix": {
-                    "type": "postfix", "directory": str(postfix.tls_dir),
-                    "file_name": "{algorithm}.pem",
-                    "reload_command": list(postfix.reload_command)}},
-            })
+        cfg = write_full_config(work, dns, pebble, postfix, HOST,
+                                algorithms=("ecdsa-p256", "rsa2048"),
+                                policy={"retire_grace": "2s"})
         print(f"config: {cfg}  (TLSA TTL {dns.ttl}s, so 2 x TTL = {2 * dns.ttl}s)")
         c = ["--config", str(cfg)]
         rollover("plan", *c)

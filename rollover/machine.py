@@ -542,7 +542,12 @@ def _on_propagating(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         return _republish(st, policy, lost)
     problem = observation_verdict(st, obs)
     if problem is not None:
-        return _wait(st, f"waiting: {problem}", now + policy.poll)
+        # Secondaries usually catch up within a second: look again soon after a submission,
+        # then back off to the policy's poll interval. The 2 x TTL clock starts at the first
+        # agreeing look, so looking late only makes us wait longer, never shorter.
+        since = max(0.0, (now - st.submitted_at).total_seconds())
+        again = min(policy.poll, timedelta(seconds=max(0.2, since / 4)))
+        return _wait(st, f"waiting: {problem}", now + again)
     ready_at = omnipresent_at(st, policy)
     assert ready_at is not None  # _absorb set agree_since on this agreeing observation
     why = required_wait(st, policy)[1]

@@ -321,6 +321,8 @@ class Engine:
             return self._probe(ep, st, action)
         if isinstance(action, m.Rollback):
             return self._rollback(ep, st)
+        if isinstance(action, m.InspectLive):
+            return self._inspect_live(ep, st)
         if isinstance(action, m.DropKey):
             self.edges.store.delete_key(action.key_id)
             return m.KeyDropped(self.clock.now(), action.key_id)
@@ -453,6 +455,19 @@ class Engine:
                 return m.Failed(now, f"post-flight: {presented.address}: {why}")
         return m.ProbeOk(now)
 
+    def _inspect_live(self, ep: EndpointConfig, st: m.SlotState) -> m.Event:
+        """Bootstrap: the keys the server presents now, so their 3 1 1 go out with ours and
+        the certificate in service keeps matching until ours replaces it."""
+        seen: set[str] = set()
+        if self.edges.prober is not None:
+            for presented in self.edges.prober.probe(ep, st.slot):
+                if presented.chain:
+                    seen.add(f"3 1 1 {tlsa.spki_sha256_hex(presented.chain[0])}")
+                else:
+                    log.info("%s: %s presents nothing for %s: %s", st.slot, presented.address,
+                             st.slot.algorithm.value, presented.error)
+        return m.LiveSeen(self.clock.now(), frozenset(seen))
+
     def _rollback(self, ep: EndpointConfig, st: m.SlotState) -> m.Event:
         installer = self.edges.installers.get(str(ep.endpoint))
         if installer is not None:
@@ -501,6 +516,8 @@ class Engine:
                 imagined = f"{n + 1:x}" * 64  # stands for a key not generated yet
                 st = m.apply(st, m.KeyStaged(now, r.action.key_id, r.action.role,
                                              imagined[:64]), policy, now)
+            elif isinstance(r.action, m.InspectLive):
+                st = m.apply(st, m.LiveSeen(now), policy, now)
             elif isinstance(r.action, m.Publish):
                 st = m.apply(st, m.Published(now), policy, now)
                 return SlotReport(st.slot, shown, "then wait until every server serves the "

@@ -62,8 +62,13 @@ TRANSITIONS: tuple[Transition, ...] = (
                "no current key yet", "generate the current key (0600, never published before)"),
     Transition("stage-next", (Phase.NEW,), Phase.NEW,
                "no next key yet", "generate the next key"),
+    Transition("inspect-live", (Phase.NEW,), Phase.NEW,
+               "keys staged, live server not looked at yet",
+               "note the key every address presents now: its 3 1 1 is published too, so the "
+               "certificate in service keeps matching until ours replaces it"),
     Transition("publish", (Phase.NEW,), Phase.PROPAGATING,
-               "current and next keys staged", "publish 3 1 1 current + 3 1 1 next"),
+               "current and next keys staged, live server looked at",
+               "publish 3 1 1 current + 3 1 1 next (+ 3 1 1 of the key in service)"),
     Transition("republish", (Phase.PROPAGATING, Phase.ACTIVE, Phase.READY), Phase.PROPAGATING,
                "every server agrees on an RRset that lacks one of our records",
                "submit our records again (idempotent)"),
@@ -94,14 +99,18 @@ TRANSITIONS: tuple[Transition, ...] = (
                "every address presents the new chain and it matches (post-flight)",
                "the next key becomes current"),
     Transition("verified-same-key", (Phase.VERIFYING,), Phase.ACTIVE,
-               "post-flight passed after a first install or a same-key renewal", "none"),
+               "post-flight passed after a same-key renewal or a first install", "none"),
+    Transition("verified-first", (Phase.VERIFYING,), Phase.RETIRING,
+               "post-flight passed after the first install; the key in service before is "
+               "still published", "retire its record after retire_grace"),
     Transition("probe-failed", (Phase.VERIFYING,), Phase.ROLLING_BACK,
                "an address presents a chain that does not match", "restore the previous files"),
     Transition("rolled-back", (Phase.ROLLING_BACK,), Phase.ACTIVE,
                "the previous certificate is back", "keep the old record; retry later"),
     Transition("retire", (Phase.RETIRING,), Phase.PROPAGATING,
                "retire_grace passed since the post-flight",
-               "withdraw the old key's record, publish a new next key's record"),
+               "withdraw the old key's record (and any adopted one), publish a new next key's "
+               "record"),
 )
 TRANSITION_BY_NAME = {t.name: t for t in TRANSITIONS}
 
@@ -178,6 +187,7 @@ class SlotState:
     target_key: str | None = None
     roll_requested: bool = False
     retire_at: datetime | None = None
+    live_checked: bool = False  # bootstrap: the key the server presented was looked at
     failures: int = 0
     retry_at: datetime | None = None
     last_error: str | None = None
@@ -263,6 +273,13 @@ class ProbeLive(Action):
 
 
 @dataclass(frozen=True)
+class InspectLive(Action):
+    def describe(self) -> str:
+        return (f"look at the key every address of {self.slot.endpoint} presents now "
+                f"({self.slot.algorithm.value})")
+
+
+@dataclass(frozen=True)
 class Rollback(Action):
     def describe(self) -> str:
         return "restore the previous certificate files and reload"
@@ -291,6 +308,13 @@ class KeyStaged(Event):
 @dataclass(frozen=True)
 class Published(Event):
     pass
+
+
+@dataclass(frozen=True)
+class LiveSeen(Event):
+    """The 3 1 1 rdatas of the keys the live server presented (empty: nothing or no probe)."""
+
+    rdatas: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -356,6 +380,12 @@ def apply(state: SlotState, event: Event, policy: Policy, now: datetime) -> Slot
         if st.key_by_id(event.key_id) is None:
             st.keys.append(KeyInfo(event.key_id, event.role, event.spki_sha256, at))
         st.key_serial += 1
+    elif isinstance(event, LiveSeen):
+        ours = {k.rdata for k in st.keys}
+        for rdata in sorted(event.rdatas - ours):
+            if all(r.rdata != rdata for r in st.records):
+                st.records.append(RecordInfo(rdata, None, RecordState.HIDDEN, at))
+        st.live_checked = True
     elif isinstance(event, Published):
         for rec in st.records:
             if rec.state == RecordState.HIDDEN:
@@ -403,7 +433,13 @@ def _verified(st: SlotState, policy: Policy, at: datetime) -> None:
     else:
         if current is not None and current.activated is None:
             current.activated = at
-        _enter(st, Phase.ACTIVE, at)
+        if any(r.key_id is None and r.wanted for r in st.records):
+            # The key the server presented before we took over is still published: it goes
+            # the way of any old key, after the grace period.
+            st.retire_at = at + timedelta(seconds=policy.retire_grace)
+            _enter(st, Phase.RETIRING, at)
+        else:
+            _enter(st, Phase.ACTIVE, at)
 
 
 def _fail(st: SlotState, error: str, policy: Policy, at: datetime) -> None:
@@ -496,12 +532,17 @@ def _on_new(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         if st.key(role) is None:
             action = StageKey(st.slot, _new_key_id(st, role), role)
             return _do(st, action, f"no {role.value} key yet", name)
+    if not st.live_checked:
+        return _do(st, InspectLive(st.slot), "keys staged; the certificate in service must "
+                   "keep matching once TLSA records appear", "inspect-live")
     for key in (st.key(KeyRole.CURRENT), st.key(KeyRole.NEXT)):
         assert key is not None
         if st.record_for(key.key_id) is None:
             st.records.append(RecordInfo(key.rdata, key.key_id, RecordState.HIDDEN, now))
-    return _publish(st, policy, "current and next keys staged; their records are hidden",
-                    "publish")
+    adopted = sum(1 for r in st.records if r.key_id is None)
+    extra = f" (+ {adopted} for the key in service now)" if adopted else ""
+    return _publish(st, policy, f"current and next keys staged{extra}; their records are "
+                    "hidden", "publish")
 
 
 def _publish(st: SlotState, policy: Policy, reason: str, transition: str) -> StepResult:
@@ -698,11 +739,10 @@ def _on_retiring(st: SlotState, policy: Policy, now: datetime) -> StepResult:
     assert nxt is not None
     if st.record_for(nxt.key_id) is None:
         st.records.append(RecordInfo(nxt.rdata, nxt.key_id, RecordState.HIDDEN, now))
-    for key in st.keys:
-        if key.role == KeyRole.PREVIOUS:
-            rec = st.record_for(key.key_id)
-            if rec is not None and rec.wanted:
-                rec.state, rec.since = RecordState.UNRETENTIVE, now
+    previous = {k.key_id for k in st.keys if k.role == KeyRole.PREVIOUS}
+    for rec in st.records:
+        if rec.wanted and (rec.key_id is None or rec.key_id in previous):
+            rec.state, rec.since = RecordState.UNRETENTIVE, now
     st.retire_at = None
     return _publish(st, policy, "post-flight passed and retire_grace is over", "retire")
 
@@ -794,6 +834,7 @@ def slot_to_dict(st: SlotState) -> dict[str, Any]:
         "target_key": st.target_key,
         "roll_requested": st.roll_requested,
         "retire_at": _t(st.retire_at),
+        "live_checked": st.live_checked,
         "failures": st.failures,
         "retry_at": _t(st.retry_at),
         "last_error": st.last_error,
@@ -821,6 +862,7 @@ def slot_from_dict(d: dict[str, Any]) -> SlotState:
         target_key=d.get("target_key"),
         roll_requested=d.get("roll_requested", False),
         retire_at=_pt(d.get("retire_at")),
+        live_checked=d.get("live_checked", False),
         failures=d.get("failures", 0),
         retry_at=_pt(d.get("retry_at")),
         last_error=d.get("last_error"),

@@ -48,7 +48,8 @@ def everywhere(t: float, records: Iterable[str], ttl: int = 60, neg: int = 30) -
 
 
 def drive_to_propagating(policy: m.Policy = POLICY, t: float = 0,
-                         before: Observation | None = None) -> m.SlotState:
+                         before: Observation | None = None,
+                         live: Iterable[str] = ()) -> m.SlotState:
     """NEW -> stage two keys -> publish; returns the PROPAGATING state (submitted at `t`)."""
     st = m.SlotState.new(SLOT, at(t))
     n = 0
@@ -59,6 +60,8 @@ def drive_to_propagating(policy: m.Policy = POLICY, t: float = 0,
             n += 1
             st = m.apply(st, m.KeyStaged(at(t), r.action.key_id, r.action.role, spki(n)), policy,
                          at(t))
+        elif isinstance(r.action, m.InspectLive):
+            st = m.apply(st, m.LiveSeen(at(t), frozenset(live)), policy, at(t))
         elif isinstance(r.action, m.Publish):
             return m.apply(st, m.Published(at(t)), policy, at(t))
         else:

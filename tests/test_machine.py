@@ -92,6 +92,8 @@ def test_full_cycle_uses_transitions_from_the_table() -> None:
         if isinstance(a, m.StageKey):
             n += 1
             st = m.apply(st, m.KeyStaged(at(t), a.key_id, a.role, spki(n)), POLICY, at(t))
+        elif isinstance(a, m.InspectLive):
+            st = m.apply(st, m.LiveSeen(at(t)), POLICY, at(t))
         elif isinstance(a, m.Publish):
             st = m.apply(st, m.Published(at(t)), POLICY, at(t))
         elif isinstance(a, m.OrderCert):
@@ -108,8 +110,9 @@ def test_full_cycle_uses_transitions_from_the_table() -> None:
                 st = m.request_roll(st)
                 rolled = True
             t = max(t + 1, (r.wake_at - at(0)).total_seconds() if r.wake_at else t + 1)
-    assert {"stage-current", "stage-next", "publish", "omnipresent", "order-first", "issued"
-            } - seen == {"issued"}  # "issued" is an event-driven move, not a step decision
+    # "issued" is a move made by an event, not by a step decision
+    assert {"stage-current", "stage-next", "inspect-live", "publish", "omnipresent",
+            "order-first", "issued"} - seen == {"issued"}
     assert {"install", "verified", "roll", "retire", "settled"} <= seen
     assert st.phase == Phase.ACTIVE
     assert [k.role for k in st.keys] == [KeyRole.CURRENT, KeyRole.NEXT]
@@ -130,6 +133,9 @@ def test_bootstrap_stages_current_then_next_then_publishes_both() -> None:
     assert isinstance(r.action, m.StageKey) and r.action.role == KeyRole.NEXT
     assert r.action.key_id != st.keys[0].key_id
     st = m.apply(r.state, m.KeyStaged(at(0), r.action.key_id, KeyRole.NEXT, spki(2)), POLICY, at(0))
+    r = m.step(st, None, POLICY, at(0))
+    assert isinstance(r.action, m.InspectLive)
+    st = m.apply(r.state, m.LiveSeen(at(0)), POLICY, at(0))
     r = m.step(st, None, POLICY, at(0))
     assert isinstance(r.action, m.Publish)
     assert r.action.add == {f"3 1 1 {spki(1)}", f"3 1 1 {spki(2)}"}
@@ -432,3 +438,38 @@ def test_state_round_trips_through_json() -> None:
 @pytest.mark.parametrize("phase", list(Phase))
 def test_every_phase_has_a_handler_that_explains_itself(phase: Phase) -> None:
     assert phase in m._HANDLERS
+
+
+# --- taking over a server that already presents a certificate --------------------------------
+
+
+def test_the_key_in_service_is_published_with_ours_and_retired_after_our_install() -> None:
+    """Publishing only our two records would make the certificate in service mismatch the
+    moment TLSA appears: its 3 1 1 goes out too, and is retired like any old key."""
+    live = "3 1 1 " + "aa" * 32
+    st = drive_to_propagating(live=[live])
+    assert live in st.wanted() and len(st.wanted()) == 3
+    st, t = settle(st, 1)
+    st = install(st, t)
+    assert st.phase == Phase.RETIRING  # not straight to active: the adopted record must go
+    r = m.step(st, everywhere(t + 1, st.wanted()), POLICY, at(t + 1))
+    assert r.action is None and "retire_grace" in r.reason
+    t2 = t + POLICY.retire_grace
+    r = m.step(st, everywhere(t2, st.wanted()), POLICY, at(t2))
+    assert isinstance(r.action, m.Publish) and r.action.remove == {live}
+    assert len(r.action.add) == 2 and live not in r.action.add
+    st = m.apply(r.state, m.Published(at(t2)), POLICY, at(t2))
+    st, _ = settle(st, t2 + 1)
+    assert st.phase == Phase.ACTIVE and live not in {x.rdata for x in st.records}
+    assert [k.role for k in st.keys] == [KeyRole.CURRENT, KeyRole.NEXT]
+
+
+def test_our_own_key_presented_is_not_adopted_twice() -> None:
+    st = m.SlotState.new(SLOT, at(0))
+    for n, role in ((1, KeyRole.CURRENT), (2, KeyRole.NEXT)):
+        r = m.step(st, None, POLICY, at(0))
+        st = m.apply(r.state, m.KeyStaged(at(0), r.action.key_id, role, spki(n)),  # type: ignore[union-attr]
+                     POLICY, at(0))
+    st = m.apply(st, m.LiveSeen(at(0), frozenset({f"3 1 1 {spki(1)}"})), POLICY, at(0))
+    r = m.step(st, None, POLICY, at(0))
+    assert isinstance(r.action, m.Publish) and len(r.action.add) == 2

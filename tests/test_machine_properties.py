@@ -21,6 +21,7 @@ from machine_helpers import POLICY, at, drive_to_propagating, obs, spki
 MODES = ("new", "old", "timeout", "extra", "partial")
 OLD = "3 1 1 " + "ee" * 32
 EXTRA = "3 1 1 " + "ff" * 32
+LIVE = "3 1 1 " + "dd" * 32  # the key a server presented before rollover took over
 
 server_modes = st.tuples(*(st.sampled_from(MODES) for _ in range(3)))
 rounds = st.lists(
@@ -116,6 +117,8 @@ def test_no_install_of_a_key_without_two_ttls_of_its_record_everywhere(plan: lis
             if isinstance(a, m.StageKey):
                 n += 1
                 ev = m.KeyStaged(at(t), a.key_id, a.role, spki(n))
+            elif isinstance(a, m.InspectLive):
+                ev = m.LiveSeen(at(t), frozenset({LIVE}))
             elif isinstance(a, m.Publish):
                 ev = m.Published(at(t))
             elif isinstance(a, m.OrderCert):
@@ -132,6 +135,9 @@ def test_no_install_of_a_key_without_two_ttls_of_its_record_everywhere(plan: lis
             else:
                 raise AssertionError(a)
             state = m.apply(state, ev, policy, at(t))
+            # until our first certificate is in service, the key the server presented stays
+            if state.installed is None and state.submitted_at is not None:
+                assert LIVE in state.wanted()
             # the installed key's record is never withdrawn
             if state.installed is not None and state.phase != Phase.ROLLING_BACK:
                 installed_key = state.key_by_id(state.installed.key_id)

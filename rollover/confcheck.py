@@ -267,6 +267,15 @@ class Section:
             return default
         return float(value)
 
+    def get_bool(self, key: str, default: bool) -> bool:
+        node, value = self.scalar(key)
+        if node is None:
+            return default
+        if not isinstance(value, bool):
+            self.wrong(key, node, value, "true or false")
+            return default
+        return value
+
     def get_duration(self, key: str, default: int) -> int:
         node, value = self.scalar(key)
         if node is None:

@@ -191,6 +191,7 @@ class Policy:
     renew_before: int = 30 * 86400  # renew the certificate this long before it expires
     retire_grace: int = 3600  # keep an old record this long after a positive post-flight
     min_wait: int = 0  # extra wait on top of 2 x TTL before a switch
+    archive_keys: bool = False  # keep retired private keys in keys/archive/ (0600), not delete
 
 
 @dataclass(frozen=True)
@@ -809,7 +810,9 @@ class _Builder:
                 files[alg] = CertFiles(chain=chain, key=keyp)
 
     def _policy(self, sec: Section) -> Policy:
-        psec = sec.section("policy", ("key_lifetime", "renew_before", "retire_grace", "min_wait"))
+        psec = sec.section(
+            "policy", ("key_lifetime", "renew_before", "retire_grace", "min_wait", "archive_keys")
+        )
         if psec is None:
             return Policy()
         d = Policy()
@@ -818,6 +821,7 @@ class _Builder:
             renew_before=psec.get_duration("renew_before", d.renew_before),
             retire_grace=psec.get_duration("retire_grace", d.retire_grace),
             min_wait=psec.get_duration("min_wait", d.min_wait),
+            archive_keys=psec.get_bool("archive_keys", d.archive_keys),
         )
         if policy.key_lifetime <= 0:
             psec.bad("key_lifetime", "must be longer than 0")

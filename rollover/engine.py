@@ -324,7 +324,11 @@ class Engine:
         if isinstance(action, m.InspectLive):
             return self._inspect_live(ep, st)
         if isinstance(action, m.DropKey):
-            self.edges.store.delete_key(action.key_id)
+            if ep.policy.archive_keys and self.edges.store.has_key(action.key_id):
+                where = self.edges.store.archive_key(action.key_id)
+                log.info("%s: archived retired key %s as %s", st.slot, action.key_id, where)
+            else:
+                self.edges.store.delete_key(action.key_id)
             return m.KeyDropped(self.clock.now(), action.key_id)
         raise TypeError(f"unknown action {action!r}")  # pragma: no cover
 

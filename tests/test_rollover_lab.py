@@ -43,14 +43,15 @@ def owner(host: str) -> str:
 
 def setup(tmp_path: Path, dns_lab: DnsLab, pebble: PebbleLab, postfix: PostfixLab, *,
           algorithms: tuple[str, ...] = (ALG,), reload: list[str] | None = None,
-          retire_grace: str = "2s") -> tuple[str, Path]:
+          retire_grace: str = "2s", archive_keys: bool = False) -> tuple[str, Path]:
     """A fresh MX name pointing at the lab Postfix, and a config managing it end to end."""
     host = f"mx{secrets.token_hex(3)}.example.test"
     dns_lab.update(host, "A", dns_lab.ttl, [postfix.address])
     dns_lab.wait_all(host, "A", [postfix.address])
     cfg = write_full_config(
         tmp_path, dns_lab, pebble, postfix, host, algorithms=algorithms,
-        policy={"retire_grace": retire_grace, "key_lifetime": "60d", "renew_before": "1d"},
+        policy={"retire_grace": retire_grace, "key_lifetime": "60d", "renew_before": "1d",
+                "archive_keys": archive_keys},
         reload_command=reload)
     return host, cfg
 
@@ -274,7 +275,8 @@ def test_failing_reload_keeps_the_old_certificate_and_record(
 def test_crash_between_install_and_retire_is_finished_by_the_next_run(
         dns_lab: DnsLab, pebble_lab: PebbleLab, postfix_lab: PostfixLab, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    host, cfg = setup(tmp_path, dns_lab, pebble_lab, postfix_lab, retire_grace="4s")
+    host, cfg = setup(tmp_path, dns_lab, pebble_lab, postfix_lab, retire_grace="4s",
+                      archive_keys=True)
     assert main(["run", "--wait", "--config", str(cfg)]) == 0
     a = key_of(slot(cfg, host), "current")
     b = key_of(slot(cfg, host), "next")
@@ -300,6 +302,10 @@ def test_crash_between_install_and_retire_is_finished_by_the_next_run(
     for records in rrsets(dns_lab, host):
         assert f"3 1 1 {a['spki_sha256']}" not in records
         assert f"3 1 1 {b['spki_sha256']}" in records
+    keys = cfg.parent / "state" / "keys"
+    assert not (keys / f"{a['key_id']}.pem").exists()  # retired: archived, not kept in use
+    archived = keys / "archive" / f"{a['key_id']}.pem"
+    assert archived.exists() and archived.stat().st_mode & 0o077 == 0
 
 
 def test_post_flight_mismatch_rolls_back_and_keeps_the_old_record(

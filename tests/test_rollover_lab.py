@@ -337,3 +337,28 @@ def test_post_flight_mismatch_rolls_back_and_keeps_the_old_record(
     for records in rrsets(dns_lab, host):
         assert {f"3 1 1 {a['spki_sha256']}", f"3 1 1 {b['spki_sha256']}"} <= records
     assert mon.violations == [] and mon.samples >= 2  # it watched before and after
+
+
+def test_pre_flight_refuses_a_chain_some_clients_would_reject(
+        dns_lab: DnsLab, pebble_lab: PebbleLab, postfix_lab: PostfixLab, tmp_path: Path) -> None:
+    """Safety rule 2. Someone published a stray 3 1 2 record: a client that prefers SHA2-512
+    (RFC 7671 section 9) ignores every 3 1 1 and matches nothing. The next key's 3 1 1 is on
+    every server, so only the pre-flight (RFC 7671 matching per server) can refuse."""
+    host, cfg = setup(tmp_path, dns_lab, pebble_lab, postfix_lab)
+    assert main(["run", "--wait", "--config", str(cfg)]) == 0
+    s = slot(cfg, host)
+    a = key_of(s, "current")
+    assert a
+    stray = "3 1 2 " + secrets.token_hex(64)
+    served_now = rrsets(dns_lab, host)[0]
+    dns_lab.update(owner(host), "TLSA", dns_lab.ttl, [*served_now, stray])
+    dns_lab.wait_all(owner(host), "TLSA", [*served_now, stray])
+    try:
+        main(["run", "--roll", "--wait", "--max-wait", "5", "--config", str(cfg)])
+        s = slot(cfg, host)
+        assert s["last_error"].startswith("pre-flight: ns")
+        assert s["installed"]["key_id"] == a["key_id"]
+        assert presented_spki(postfix_lab) == a["spki_sha256"]
+    finally:
+        dns_lab.update(owner(host), "TLSA", dns_lab.ttl, list(served_now))
+        dns_lab.wait_all(owner(host), "TLSA", list(served_now))

@@ -288,3 +288,27 @@ def test_second_run_while_locked_exits_with_its_own_code(dns_lab: DnsLab, tmp_pa
 
 def test_now_helper_is_utc() -> None:
     assert CLOCK.now().tzinfo is UTC or CLOCK.now().utcoffset() == timedelta(0)
+
+
+def test_secrets_never_reach_output_logs_or_state(dns_lab: DnsLab, tmp_path: Path,
+                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    host = new_host()
+    cfg = write_config(tmp_path, dns_lab, host)
+    assert main(["-vv", "run", "--wait", "--config", str(cfg)]) == 0
+    run_out, run_err = capfd.readouterr()
+    assert main(["status", "--json", "--config", str(cfg)]) == 0
+    status_out, status_err = capfd.readouterr()
+    assert main(["plan", "--json", "--config", str(cfg)]) == 0
+    plan_out, plan_err = capfd.readouterr()
+    out, err = run_out + status_out + plan_out, run_err + status_err + plan_err
+    state_text = (tmp_path / "state" / "state.json").read_text()
+    status = json.loads(status_out)
+    assert json.loads(plan_out)["slots"][0]["phase"] == "ready"
+    assert status["slots"][0]["phase"] == "ready"
+    assert len(status["slots"][0]["observation"]["answers"]) == 3
+    for text in (out, err, state_text):
+        assert dns_lab.tsig_secret not in text
+        assert "PRIVATE KEY" not in text
+    assert "rollover.engine" in err or "publish" in err  # -vv did log
+    for key in (tmp_path / "state" / "keys").glob("*.pem"):
+        assert key.read_text().split("\n")[1] not in out + err + state_text

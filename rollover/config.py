@@ -92,6 +92,7 @@ class AcmeConfig:
     ca_bundle: Path | None = None  # CA to trust for the ACME server's HTTPS (e.g. Pebble)
     profile: str | None = None  # ACME profile (draft-ietf-acme-profiles), e.g. "tlsserver"
     eab: EabConfig | None = None
+    dns_timeout: int = 300  # how long DNS-01 TXT records may take to reach every nameserver
     where: str = ""
 
 
@@ -372,7 +373,9 @@ class _Builder:
     def _acme(self, top: Section) -> AcmeConfig | None:
         if not top.has("acme"):
             return None
-        sec = top.section("acme", ("directory", "email", "ca_bundle", "profile", "eab"))
+        sec = top.section(
+            "acme", ("directory", "email", "ca_bundle", "profile", "eab", "dns_timeout")
+        )
         if sec is None:
             return None
         directory = sec.get_str("directory", required=True)
@@ -385,6 +388,9 @@ class _Builder:
             sec.bad("email", f"{email!r} is not an email address")
         ca_bundle = sec.get_path("ca_bundle", self.base, must_exist="file")
         profile = sec.get_str("profile")
+        dns_timeout = sec.get_duration("dns_timeout", AcmeConfig.dns_timeout)
+        if dns_timeout <= 0:
+            sec.bad("dns_timeout", "must be longer than 0")
         eab = None
         if sec.has("eab"):
             esec = sec.section("eab", ("kid", "hmac_key_file"))
@@ -399,6 +405,7 @@ class _Builder:
             ca_bundle=ca_bundle,
             profile=profile,
             eab=eab,
+            dns_timeout=dns_timeout,
             where=f"{self.p.file}:{sec.line}",
         )
 

@@ -23,7 +23,7 @@ class ProviderDns01:
         *,
         ttl: int = 60,
         extra: tuple[str, ...] = (),
-        timeout: float = 120.0,
+        timeout: float = 300.0,
     ) -> None:
         self.provider = provider
         self.observer = observer

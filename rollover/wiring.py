@@ -74,13 +74,15 @@ class AcmeSource:
         self.observer = observer
         self.zone = zone
         self.clock = clock
+        self.dns_timeout = float(acme.dns_timeout)
 
     def describe(self) -> str:
         return f"ACME {self.directory}"
 
     def order(self, endpoint: EndpointConfig, slot: SlotId, key_pem: bytes) -> IssuedCert:
         dns01 = ProviderDns01(self.provider, self.observer, self.zone, self.clock,
-                              ttl=min(endpoint.ttl, 60), extra=endpoint.extra_nameservers)
+                              ttl=min(endpoint.ttl, 60), extra=endpoint.extra_nameservers,
+                              timeout=self.dns_timeout)
         issued = self.issuer.order(key_pem, [endpoint.host], dns01)
         renew_at = retry = None
         if issued.ari is not None:

@@ -58,6 +58,10 @@ class IssuedCert:
 class CertSource(Protocol):
     def order(self, endpoint: EndpointConfig, slot: SlotId, key_pem: bytes) -> IssuedCert: ...
 
+    def renewal(self, chain_pem: bytes) -> tuple[datetime | None, datetime | None]:
+        """(when to renew, when to ask again) from the CA's ARI; (None, None): no ARI."""
+        ...
+
     def describe(self) -> str: ...
 
 
@@ -323,6 +327,8 @@ class Engine:
             return self._rollback(ep, st)
         if isinstance(action, m.InspectLive):
             return self._inspect_live(ep, st)
+        if isinstance(action, m.RefreshAri):
+            return self._refresh_ari(ep, st)
         if isinstance(action, m.DropKey):
             if ep.policy.archive_keys and self.edges.store.has_key(action.key_id):
                 where = self.edges.store.archive_key(action.key_id)
@@ -458,6 +464,19 @@ class Engine:
             if why is not None:
                 return m.Failed(now, f"post-flight: {presented.address}: {why}")
         return m.ProbeOk(now)
+
+    def _refresh_ari(self, ep: EndpointConfig, st: m.SlotState) -> m.Event:
+        source = self.edges.certs.get(str(ep.endpoint))
+        now = self.clock.now()
+        data = self.edges.store.read_file(st.installed.chain_file) if st.installed else None
+        if source is None or data is None:
+            return m.AriChecked(now, None, None)
+        try:
+            renew_at, retry_after = source.renewal(data)
+        except AcmeError as exc:
+            log.info("%s: ARI: %s; asking again in 6 h", st.slot, exc)
+            return m.AriChecked(now, None, now + timedelta(hours=6))
+        return m.AriChecked(now, renew_at, retry_after)
 
     def _inspect_live(self, ep: EndpointConfig, st: m.SlotState) -> m.Event:
         """Bootstrap: the keys the server presents now, so their 3 1 1 go out with ours and

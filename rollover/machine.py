@@ -82,6 +82,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("renew", (Phase.ACTIVE,), Phase.ISSUING,
                "renewal time reached (renew_before or the CA's ARI window)",
                "order a certificate for the same key (no TLSA change)"),
+    Transition("ari", (Phase.ACTIVE,), Phase.ACTIVE,
+               "the CA's ARI Retry-After passed",
+               "ask the CA's renewalInfo again (it may move the renewal window earlier)"),
     Transition("roll", (Phase.ACTIVE,), Phase.ISSUING,
                "key_lifetime reached or --roll, and the next key's record is omnipresent",
                "order a certificate for the next key"),
@@ -280,6 +283,12 @@ class InspectLive(Action):
 
 
 @dataclass(frozen=True)
+class RefreshAri(Action):
+    def describe(self) -> str:
+        return "ask the CA when to renew (ARI, RFC 9773)"
+
+
+@dataclass(frozen=True)
 class Rollback(Action):
     def describe(self) -> str:
         return "restore the previous certificate files and reload"
@@ -345,6 +354,14 @@ class RolledBack(Event):
 
 
 @dataclass(frozen=True)
+class AriChecked(Event):
+    """The CA's renewal suggestion: None keeps what we had; retry_after None stops asking."""
+
+    renew_at: datetime | None
+    retry_after: datetime | None
+
+
+@dataclass(frozen=True)
 class KeyDropped(Event):
     key_id: str
 
@@ -407,6 +424,11 @@ def apply(state: SlotState, event: Event, policy: Policy, now: datetime) -> Slot
         st.pending = None
         st.target_key = None
         _enter(st, Phase.ACTIVE if st.installed else Phase.READY, at)
+    elif isinstance(event, AriChecked):
+        if st.installed is not None:
+            if event.renew_at is not None:
+                st.installed.renew_at = event.renew_at
+            st.installed.ari_retry_after = event.retry_after
     elif isinstance(event, KeyDropped):
         st.keys = [k for k in st.keys if k.key_id != event.key_id]
     else:  # pragma: no cover - a programming error, not an operator's
@@ -701,6 +723,9 @@ def _on_active(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         if key.role == KeyRole.PREVIOUS and (rec is None or not rec.wanted):
             return _do(st, DropKey(st.slot, key.key_id),
                        "the old key's record is withdrawn everywhere", "settled")
+    ari = st.installed.ari_retry_after if st.installed else None
+    if ari is not None and now >= ari:
+        return _do(st, RefreshAri(st.slot), "the CA's ARI Retry-After passed", "ari")
     renew, roll = _due(st, policy)
     nxt = st.key(KeyRole.NEXT)
     if nxt is not None and (st.roll_requested or (roll is not None and now >= roll)):
@@ -715,7 +740,8 @@ def _on_active(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         st.target_key = st.installed.key_id
         _enter(st, Phase.ISSUING, now)
         return _on_issuing(st, policy, now)
-    wake = min(t for t in (renew, roll) if t is not None) if (renew or roll) else None
+    times = [t for t in (renew, roll, ari) if t is not None]
+    wake = min(times) if times else None
     parts = []
     if st.installed is not None:
         parts.append(f"certificate valid until {format_time(st.installed.not_after)}")

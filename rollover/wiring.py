@@ -10,6 +10,7 @@ import random
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from rollover import dane
 from rollover.clock import Clock
@@ -17,6 +18,7 @@ from rollover.config import Config, EndpointConfig, GenericProviderConfig, RFC21
 from rollover.dns01 import ProviderDns01
 from rollover.engine import CertSource, Edges, Engine, Installer, IssuedCert
 from rollover.errors import ConfigError, ProviderError
+from rollover.issue import AcmeIssuer, RenewalWindow
 from rollover.model import Scheme, SlotId, TLSARecord
 from rollover.observe import Observer
 from rollover.providers.base import Provider, load_provider_class
@@ -59,8 +61,6 @@ class AcmeSource:
 
     def __init__(self, config: Config, store: StateStore, provider: Provider,
                  observer: Observer, zone: str, clock: Clock, profile: str | None) -> None:
-        from rollover.issue import AcmeIssuer
-
         acme = config.acme
         assert acme is not None and acme.directory is not None
         eab_kid = acme.eab.kid if acme.eab else None
@@ -84,15 +84,21 @@ class AcmeSource:
                               ttl=min(endpoint.ttl, 60), extra=endpoint.extra_nameservers,
                               timeout=self.dns_timeout)
         issued = self.issuer.order(key_pem, [endpoint.host], dns01)
-        renew_at = retry = None
-        if issued.ari is not None:
-            window = issued.ari
-            # RFC 9773 4.2: a uniformly random point in the suggested window spreads load.
-            span = (window.end - window.start).total_seconds()
-            renew_at = window.start + (window.end - window.start) * random.random() if span else \
-                window.start
-            retry = window.retry_after
+        renew_at, retry = _pick(issued.ari)
         return IssuedCert(issued.chain_pem, issued.not_after, issued.serial, renew_at, retry)
+
+    def renewal(self, chain_pem: bytes) -> tuple[datetime | None, datetime | None]:
+        leaf = x509.load_pem_x509_certificates(chain_pem)[0]
+        leaf_pem = leaf.public_bytes(serialization.Encoding.PEM)
+        return _pick(self.issuer.renewal_window(leaf_pem, chain_pem))
+
+
+def _pick(window: RenewalWindow | None) -> tuple[datetime | None, datetime | None]:
+    """RFC 9773 4.2: renew at a uniformly random point of the suggested window (spreads the
+    CA's load); ask again after its Retry-After."""
+    if window is None:
+        return None, None
+    return window.start + (window.end - window.start) * random.random(), window.retry_after
 
 
 def build_installer(config: Config, endpoint: EndpointConfig) -> Installer | None:

@@ -473,3 +473,34 @@ def test_our_own_key_presented_is_not_adopted_twice() -> None:
     st = m.apply(st, m.LiveSeen(at(0), frozenset({f"3 1 1 {spki(1)}"})), POLICY, at(0))
     r = m.step(st, None, POLICY, at(0))
     assert isinstance(r.action, m.Publish) and len(r.action.add) == 2
+
+
+# --- ARI (RFC 9773) ----------------------------------------------------------------------------
+
+
+def test_ari_retry_after_asks_again_and_a_moved_window_renews_earlier() -> None:
+    st, t = active()
+    assert st.installed is not None
+    st.installed.ari_retry_after = at(t + 3600)
+    r = m.step(st, everywhere(t + 10, st.wanted()), POLICY, at(t + 10))
+    assert r.action is None and r.wake_at == at(t + 3600)  # the earliest thing to do
+    r = m.step(st, everywhere(t + 3600, st.wanted()), POLICY, at(t + 3600))
+    assert isinstance(r.action, m.RefreshAri) and r.transition == "ari"
+    # the CA moved the window (e.g. a mass revocation): renew at once
+    st = m.apply(r.state, m.AriChecked(at(t + 3600), at(t + 3601), at(t + 7200)), POLICY,
+                 at(t + 3600))
+    assert st.installed is not None and st.installed.ari_retry_after == at(t + 7200)
+    r = m.step(st, everywhere(t + 3601, st.wanted()), POLICY, at(t + 3601))
+    assert isinstance(r.action, m.OrderCert) and r.transition == "renew"
+
+
+def test_ari_without_an_answer_keeps_the_old_plan_and_stops_asking() -> None:
+    st, t = active()
+    assert st.installed is not None
+    st.installed.ari_retry_after = at(t + 5)
+    before = st.installed.renew_at
+    st = m.apply(st, m.AriChecked(at(t + 5), None, None), POLICY, at(t + 5))
+    assert st.installed is not None
+    assert st.installed.renew_at == before and st.installed.ari_retry_after is None
+    r = m.step(st, everywhere(t + 6, st.wanted()), POLICY, at(t + 6))
+    assert r.action is None and r.wake_at is not None and r.wake_at > at(t + 86400)

@@ -7,24 +7,20 @@ binary fails. Tests that change Postfix's chain files should restore them or not
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lab.dns import DnsLab
+from lab.dns_fixtures import skip_or_fail
 from lab.pebble import PEBBLE, PebbleLab
 from lab.postfix import POSTFIX, PostfixLab
 
 
 def _require(binary: str, what: str) -> None:
-    if Path(binary).exists():
-        return
-    reason = f"{what} needs {binary} (run tests/lab/install.sh)"
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+    if not Path(binary).exists():
+        skip_or_fail(f"{what} needs {binary} (run tests/lab/install.sh)")
 
 
 @pytest.fixture(scope="session")

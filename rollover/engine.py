@@ -403,9 +403,14 @@ class Engine:
             raise StateError(f"certificate file {rel} is missing from the state directory")
         return x509.load_pem_x509_certificates(data)
 
-    def preflight(self, ep: EndpointConfig, chain: list[x509.Certificate]) -> str | None:
-        """Safety rule 2: the chain must match the RRset each authoritative server serves now."""
-        obs = self.observe(ep)
+    def _latest(self, ep: EndpointConfig, st: m.SlotState) -> Observation:
+        """The observation the machine just decided on (taken this iteration, milliseconds
+        ago), so an action is judged on exactly what its guard saw; a fresh one otherwise."""
+        return st.observation if st.observation is not None else self.observe(ep)
+
+    def preflight(self, ep: EndpointConfig, chain: list[x509.Certificate],
+                  obs: Observation) -> str | None:
+        """Safety rule 2: the chain must match the RRset each authoritative server serves."""
         now = self.clock.now()
         if not obs.answers:
             return "pre-flight: no authoritative server found"
@@ -422,7 +427,7 @@ class Engine:
         if installer is None:
             return m.Failed(self.clock.now(), "no installer configured for this endpoint")
         chain = self._load_chain(action.chain_file)
-        refusal = self.preflight(ep, chain)
+        refusal = self.preflight(ep, chain, self._latest(ep, st))
         if refusal is not None:
             return m.Failed(self.clock.now(), refusal)
         data = self.edges.store.read_file(action.chain_file)
@@ -438,7 +443,7 @@ class Engine:
             return m.ProbeOk(self.clock.now())  # nothing to probe with: installer-only setups
         key = st.key_by_id(action.key_id)
         assert key is not None
-        obs = self.observe(ep)
+        obs = self._latest(ep, st)
         records = obs.agreed()
         if records is None:
             return m.Failed(

@@ -616,7 +616,7 @@ def _on_propagating(st: SlotState, policy: Policy, now: datetime) -> StepResult:
     why = required_wait(st, policy)[1]
     if obs.at < ready_at:
         left = (ready_at - obs.at).total_seconds()
-        return _wait(st, f"time says no: {_human(left)} left of {why} "
+        return _wait(st, f"time says no: {human_duration(left)} left of {why} "
                          f"(all {len(obs.answers)} addresses agree since "
                          f"{format_time(st.agree_since or obs.at)})",
                      max(ready_at, now))
@@ -663,7 +663,8 @@ def _on_issuing(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         return _wait(st, refusal, now + policy.poll)
     if st.retry_at is not None and now < st.retry_at:
         left = (st.retry_at - now).total_seconds()
-        return _wait(st, f"backoff: last attempt failed ({st.last_error}); retry in {_human(left)}",
+        return _wait(st, f"backoff: last attempt failed ({st.last_error}); "
+                         f"retry in {human_duration(left)}",
                      st.retry_at)
     why = "order-first" if st.installed is None else (
         "renew" if st.installed.key_id == st.target_key else "roll")
@@ -756,8 +757,8 @@ def _on_retiring(st: SlotState, policy: Policy, now: datetime) -> StepResult:
     assert st.retire_at is not None
     if now < st.retire_at:
         left = (st.retire_at - now).total_seconds()
-        return _wait(st, f"time says no: retire_grace, {_human(left)} left before the old record "
-                         "is withdrawn", st.retire_at)
+        return _wait(st, f"time says no: retire_grace, {human_duration(left)} left before the "
+                         "old record is withdrawn", st.retire_at)
     if st.key(KeyRole.NEXT) is None:
         return _do(st, StageKey(st.slot, _new_key_id(st, KeyRole.NEXT), KeyRole.NEXT),
                    "the next key was brought into service; stage a new next key", "retire")
@@ -798,7 +799,8 @@ def _copy(st: SlotState) -> SlotState:
     return slot_from_dict(slot_to_dict(st))
 
 
-def _human(seconds: float) -> str:
+def human_duration(seconds: float) -> str:
+    """"90s", "41 min", "2 h 5 min", "3 days": for reasons and reports."""
     seconds = max(0, round(seconds))
     if seconds < 120:
         return f"{seconds}s"
@@ -807,10 +809,6 @@ def _human(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds // 3600} h {seconds % 3600 // 60} min"
     return f"{seconds // 86400} days"
-
-
-def human_duration(seconds: float) -> str:
-    return _human(seconds)
 
 
 # --- serialisation (the state file) ------------------------------------------------------------

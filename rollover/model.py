@@ -78,11 +78,6 @@ class TLSARecord:
         return f"{u} {s} {m}"
 
 
-def canonical_rdata(text: str) -> str:
-    """Canonical text of a TLSA rdata string (lowercase hex without spaces)."""
-    return TLSARecord.from_text(text).to_text()
-
-
 @dataclass(frozen=True, order=True)
 class Endpoint:
     host: str  # lowercase, no trailing dot

@@ -176,9 +176,12 @@ class Problems:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             self.error(line_of(node), path, f"bad value: {clip(problem, 100)}")
             return False, None
-        except ValueError as exc:  # a tagged value in the right shape but out of range
-            reason = str(exc).split(":")[0] if isinstance(node, yaml.ScalarNode) else "bad value"
-            self.error(line_of(node), path, f"bad value ({clip(reason, 60)})")
+        except ValueError as exc:  # a value in the right shape but out of range
+            if node.tag.endswith(":int"):
+                reason = "a whole number with more than 4300 digits"
+            else:
+                reason = clip(str(exc).split(":")[0], 60)
+            self.error(line_of(node), path, f"bad value ({reason})")
             return False, None
 
 

@@ -308,6 +308,14 @@ def load_config(path: str | Path, *, resolv_conf: Path = RESOLV_CONF) -> Config:
         raise ConfigFileError(
             [f"{path}:{line_of(root)}: the top level must be a mapping of settings, not {kind}"]
         )
+    known = [k for k, _ in root.value
+             if isinstance(k, yaml.ScalarNode) and (k.value in _TOP_KEYS or k.value.startswith("x-"))]
+    if not known:
+        # nothing of ours: say so without echoing a line of what may be someone else's file
+        raise ConfigFileError([
+            f"{path}:1: no rollover setting found (expected {', '.join(_TOP_KEYS)}); "
+            "is this a rollover config file?"
+        ])
     config = _Builder(p, path, resolv_conf).build(root)
     if p.errors or config is None:
         raise ConfigFileError(p.format(p.errors))

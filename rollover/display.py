@@ -44,7 +44,7 @@ def looks_secret(text: str) -> bool:
     such a value is never echoed, whatever key it was given under."""
     s = text.strip()
     if _HEX.fullmatch(s):
-        return True
+        return any(c.isdigit() for c in s) and any(c.isalpha() for c in s)
     if not _TOKEN.fullmatch(s):
         return False
     has_digit = any(c.isdigit() for c in s)

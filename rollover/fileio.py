@@ -183,7 +183,8 @@ def read_limited(
         if not follow_symlinks and stat.S_ISLNK(st.st_mode):
             raise OSError(errno.ELOOP, "symbolic link")
         if not stat.S_ISREG(st.st_mode):
-            raise bad(f"{what} {shown} is {_kind(st.st_mode)}, not a regular file")
+            error = missing if stat.S_ISDIR(st.st_mode) else bad
+            raise error(f"{what} {shown} is {_kind(st.st_mode)}, not a regular file")
         fd = os.open(path, flags)
     except OSError as exc:
         raise _open_error(exc, what, shown, missing, bad) from None

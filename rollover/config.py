@@ -308,8 +308,10 @@ def load_config(path: str | Path, *, resolv_conf: Path = RESOLV_CONF) -> Config:
         raise ConfigFileError(
             [f"{path}:{line_of(root)}: the top level must be a mapping of settings, not {kind}"]
         )
-    known = [k for k, _ in root.value
-             if isinstance(k, yaml.ScalarNode) and (k.value in _TOP_KEYS or k.value.startswith("x-"))]
+    known = [
+        k for k, _ in root.value
+        if isinstance(k, yaml.ScalarNode) and (k.value in _TOP_KEYS or k.value.startswith("x-"))
+    ]
     if not known:
         # nothing of ours: say so without echoing a line of what may be someone else's file
         raise ConfigFileError([

@@ -222,7 +222,9 @@ class Engine:
             except ObserveError as exc:
                 reports.append(SlotReport(slot, st, f"cannot observe: {exc}", error=str(exc)))
                 continue
-            reports.append(self._simulate(ep, st, obs))
+            report = self._simulate(ep, st, obs)
+            report.error = report.error or self._key_problem(st)
+            reports.append(report)
         return reports
 
     def status(self, observe: bool = True) -> list[SlotReport]:
@@ -243,8 +245,21 @@ class Engine:
                                 r.action.describe() if r.action else None, r.wake_at)
             if observe and self.edges.prober is not None and ep.certificate is not None:
                 report.live = self._live(ep, r.state)
+            report.error = report.error or self._key_problem(st)
             reports.append(report)
         return reports
+
+    def _key_problem(self, st: m.SlotState) -> str | None:
+        """A current or next key the state names whose file is missing, empty or loose: a
+        problem of the slot that plan and status show (a previous key may be gone already:
+        it is deleted just before the state says so)."""
+        for k in st.keys:
+            if k.role in (m.KeyRole.CURRENT, m.KeyRole.NEXT):
+                try:
+                    self.edges.store.read_key(k.key_id)
+                except StateError as exc:
+                    return f"{k.role.value} key: {exc}"
+        return None
 
     def _live(self, ep: EndpointConfig, st: m.SlotState) -> list[str]:
         """What every address presents for this slot's algorithm, and whether every

@@ -52,8 +52,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_KEYS = ("state_dir", "resolver", "dns", "acme", "providers", "installers", "endpoints")
 _ENDPOINT_KEYS = (
     "host", "port", "zone", "provider", "scheme", "algorithms", "ttl", "extra_nameservers",
-    "addresses", "installer", "certificate", "policy",
+    "addresses", "installer", "certificate", "policy", "bootstrap",
 )  # fmt: skip
+# bootstrap: how the key in service is found before the first publish
+BOOTSTRAP_MODES = ("inspect", "no-certificate")
 
 
 class ConfigFileError(ConfigError):
@@ -209,6 +211,9 @@ class EndpointConfig:
     installer: str | None = None  # a key of Config.installers
     certificate: CertificateConfig | None = None  # None: manage the records only
     policy: Policy = Policy()
+    # "inspect": look at the key every address presents before publishing (a failed look blocks
+    # publishing); "no-certificate": the operator says nothing is in service yet
+    bootstrap: str = "inspect"
     where: str = ""  # "FILE:LINE" of this endpoint
 
     @property
@@ -695,6 +700,11 @@ class _Builder:
             sec.bad("installer", f"unknown installer {installer!r} (configured: {known})")
         certificate = self._certificate(sec, algorithms, acme)
         policy = self._policy(sec)
+        bootstrap = sec.get_str("bootstrap") or "inspect"
+        if bootstrap not in BOOTSTRAP_MODES:
+            sec.bad("bootstrap", f"unknown bootstrap mode {bootstrap[:40]!r} (allowed: "
+                    f"{' | '.join(BOOTSTRAP_MODES)})")
+            bootstrap = "inspect"
         if host is None or provider is None:
             return None
         return EndpointConfig(
@@ -710,6 +720,7 @@ class _Builder:
             installer=installer,
             certificate=certificate,
             policy=policy,
+            bootstrap=bootstrap,
             where=f"{self.p.file}:{sec.line}",
         )
 

@@ -109,7 +109,12 @@ def policy_for(endpoint: EndpointConfig) -> m.Policy:
         retire_grace=p.retire_grace,
         min_wait=p.min_wait,
         certificates=endpoint.certificate is not None,
+        inspect_live=endpoint.bootstrap != "no-certificate",
     )
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 class Engine:
@@ -287,7 +292,9 @@ class Engine:
                 if result.wake_at is not None and result.wake_at <= now:
                     continue  # the phase moved on without an action: look again at once
                 log.info("%s: %s", slot, result.reason)
-                return SlotReport(slot, st, result.reason, None, result.wake_at, done)
+                blind = st.phase == m.Phase.NEW and not st.live_checked and st.last_error
+                return SlotReport(slot, st, result.reason, None, result.wake_at, done,
+                                  result.reason if blind else None)
             action = result.action
             log.info("%s: %s", slot, action.describe())
             try:
@@ -300,6 +307,13 @@ class Engine:
             st = m.apply(st, event, policy, self.clock.now())
             self._save(doc, st)
             done.append(action.describe())
+            if isinstance(event, m.LiveUnseen):
+                # Nothing else can progress for this slot until the look succeeds: say so
+                # with a non-zero exit rather than wait quietly.
+                reason = (f"blocked: {event.error}; can't see the key in service, so nothing "
+                          "is published")
+                log.warning("%s: %s", slot, reason)
+                return SlotReport(slot, st, reason, None, st.retry_at, done, reason)
         return SlotReport(
             slot,
             st,
@@ -485,15 +499,26 @@ class Engine:
 
     def _inspect_live(self, ep: EndpointConfig, st: m.SlotState) -> m.Event:
         """Bootstrap: the keys the server presents now, so their 3 1 1 go out with ours and
-        the certificate in service keeps matching until ours replaces it."""
+        the certificate in service keeps matching until ours replaces it. A look that fails for
+        a reason other than "nothing of this algorithm is served there" blocks publishing."""
+        now = self.clock.now()
+        if ep.bootstrap == "no-certificate":
+            return m.LiveSeen(now)  # the operator says nothing is in service
+        if self.edges.prober is None:
+            return m.LiveUnseen(now, "no prober to look at the server with")
         seen: set[str] = set()
-        if self.edges.prober is not None:
-            for presented in self.edges.prober.probe(ep, st.slot):
-                if presented.chain:
-                    seen.add(f"3 1 1 {tlsa.spki_sha256_hex(presented.chain[0])}")
-                else:
-                    log.info("%s: %s presents nothing for %s: %s", st.slot, presented.address,
-                             st.slot.algorithm.value, presented.error)
+        blind: list[str] = []
+        for presented in self.edges.prober.probe(ep, st.slot):
+            if presented.chain:
+                seen.add(f"3 1 1 {tlsa.spki_sha256_hex(presented.chain[0])}")
+            elif presented.nothing_served:
+                log.info("%s: %s:%d presents nothing for %s: %s", st.slot, presented.address,
+                         ep.port, st.slot.algorithm.value, presented.error)
+            else:
+                blind.append(f"{_hostport(presented.address, ep.port)}: "
+                             f"{presented.error or 'no certificate'}")
+        if blind:
+            return m.LiveUnseen(self.clock.now(), "; ".join(blind))
         return m.LiveSeen(self.clock.now(), frozenset(seen))
 
     def _rollback(self, ep: EndpointConfig, st: m.SlotState) -> m.Event:

@@ -67,7 +67,8 @@ TRANSITIONS: tuple[Transition, ...] = (
                "note the key every address presents now: its 3 1 1 is published too, so the "
                "certificate in service keeps matching until ours replaces it"),
     Transition("publish", (Phase.NEW,), Phase.PROPAGATING,
-               "current and next keys staged, live server looked at",
+               "current and next keys staged; the key in service seen on every address (or "
+               "the operator says none is in service: bootstrap: no-certificate)",
                "publish 3 1 1 current + 3 1 1 next (+ 3 1 1 of the key in service)"),
     Transition("republish", (Phase.PROPAGATING, Phase.ACTIVE, Phase.READY), Phase.PROPAGATING,
                "every server agrees on an RRset that lacks one of our records",
@@ -128,6 +129,7 @@ class Policy:
     retire_grace: int = 3600
     min_wait: int = 0
     certificates: bool = True  # a certificate source is configured
+    inspect_live: bool = True  # False: the operator says no certificate is in service yet
     retry_base: int = 300  # first backoff after a failed order/install; doubles, capped at 1 day
 
     @property
@@ -327,6 +329,14 @@ class LiveSeen(Event):
 
 
 @dataclass(frozen=True)
+class LiveUnseen(Event):
+    """Bootstrap: an address could not be looked at (timeout, no STARTTLS, ...): publishing now
+    could leave the certificate in service matched by nothing. `error` names address and why."""
+
+    error: str
+
+
+@dataclass(frozen=True)
 class CertIssued(Event):
     cert: CertInfo
 
@@ -403,7 +413,14 @@ def apply(state: SlotState, event: Event, policy: Policy, now: datetime) -> Slot
             if all(r.rdata != rdata for r in st.records):
                 st.records.append(RecordInfo(rdata, None, RecordState.HIDDEN, at))
         st.live_checked = True
+        st.retry_at, st.last_error = None, None
+    elif isinstance(event, LiveUnseen):
+        # Never publish blind: stay in NEW and look again after a poll interval.
+        st.last_error = event.error
+        st.retry_at = at + policy.poll
     elif isinstance(event, Published):
+        if st.phase == Phase.NEW:
+            st.retry_at, st.last_error = None, None  # a blind look that was overruled
         for rec in st.records:
             if rec.state == RecordState.HIDDEN:
                 rec.state, rec.since = RecordState.RUMOURED, at
@@ -554,7 +571,11 @@ def _on_new(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         if st.key(role) is None:
             action = StageKey(st.slot, _new_key_id(st, role), role)
             return _do(st, action, f"no {role.value} key yet", name)
-    if not st.live_checked:
+    if not st.live_checked and policy.inspect_live:
+        if st.retry_at is not None and now < st.retry_at:
+            return _wait(st, f"waiting: {st.last_error}; can't see the key in service, so "
+                             "nothing is published (say `bootstrap: no-certificate` if none "
+                             "is in service)", st.retry_at)
         return _do(st, InspectLive(st.slot), "keys staged; the certificate in service must "
                    "keep matching once TLSA records appear", "inspect-live")
     for key in (st.key(KeyRole.CURRENT), st.key(KeyRole.NEXT)):

@@ -113,7 +113,7 @@ def test_full_cycle_uses_transitions_from_the_table() -> None:
     # "issued" is a move made by an event, not by a step decision
     assert {"stage-current", "stage-next", "inspect-live", "publish", "omnipresent",
             "order-first", "issued"} - seen == {"issued"}
-    assert {"install", "verified", "roll", "retire", "settled"} <= seen
+    assert {"install", "probe", "roll", "retire", "settled", "drop-key"} <= seen
     assert st.phase == Phase.ACTIVE
     assert [k.role for k in st.keys] == [KeyRole.CURRENT, KeyRole.NEXT]
     assert len(st.wanted()) == 2 and st.installed is not None

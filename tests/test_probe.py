@@ -86,7 +86,8 @@ def test_live_prober_resolves_through_the_lab_dns(dns_lab: DnsLab,
     ep2 = EndpointConfig(host="mail2.example.test", provider="lab")
     seen2 = LiveProber([primary]).probe(ep2, SlotId("mail2.example.test", 25,
                                                     Algorithm.ECDSA_P256))
-    assert [s.error for s in seen2] == ["connection refused"]
+    assert [(s.error, s.nothing_served) for s in seen2] == [
+        ("connection refused (nothing listens)", True)]
     # a name without addresses: nothing to probe (the engine reports "no address")
     ep3 = EndpointConfig(host="nothing.example.test", provider="lab")
     assert LiveProber([primary]).probe(ep3, SlotId("nothing.example.test", 25,

@@ -12,7 +12,6 @@ unretentive (withdrawn, caches may hold it) -> hidden.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -145,7 +144,8 @@ TRANSITIONS: tuple[Transition, ...] = (
                "the CA's ARI Retry-After passed",
                "ask the CA's renewalInfo again (it may move the renewal window earlier)"),
     Transition(Move.DROP_KEY, (_P.ACTIVE,), (_P.ACTIVE,),
-               "an old key's record is withdrawn everywhere", "delete (or archive) its private key"),
+               "an old key's record is withdrawn everywhere",
+               "delete (or archive) its private key"),
     Transition(Move.PUBLISH_COVER, (_P.INSTALLING, _P.ACTIVE), (_P.INSTALLING, _P.ACTIVE),
                "a record the scheme needs for the certificate (to be) in service is not "
                "published (current+issuer: its issuer's 2 1 1, e.g. after a CA change)",
@@ -171,7 +171,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(Move.LOOK_FAILED, (_P.NEW,), (_P.NEW,),
                "an address could not be looked at (timeout, no STARTTLS, ...)",
                "publish nothing; look again after a poll interval; run exits 2", True),
-    Transition(Move.PUBLISHED, _ALL_PUBLISHING + (_P.INSTALLING,), (_P.PROPAGATING,),
+    Transition(Move.PUBLISHED, (*_ALL_PUBLISHING, _P.INSTALLING), (_P.PROPAGATING,),
                "the provider accepted the change", "records rumoured; the 2 x TTL clock waits "
                "for every server", True),
     Transition(Move.ISSUED, (_P.ISSUING,), (_P.INSTALLING,),

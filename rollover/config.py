@@ -52,8 +52,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_KEYS = ("state_dir", "resolver", "dns", "acme", "providers", "installers", "endpoints")
 _ENDPOINT_KEYS = (
     "host", "port", "zone", "provider", "scheme", "algorithms", "ttl", "extra_nameservers",
-    "addresses", "installer", "certificate", "policy", "bootstrap",
+    "addresses", "installer", "certificate", "policy", "bootstrap", "issuer", "issuer_bundle",
+    "max_records",
 )  # fmt: skip
+ISSUER_CHOICES = ("root", "intermediate")
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+_PIN = re.compile(r"^2 1 1 [0-9a-f]{64}$")
 # bootstrap: how the key in service is found before the first publish
 BOOTSTRAP_MODES = ("inspect", "no-certificate")
 
@@ -214,6 +218,12 @@ class EndpointConfig:
     # "inspect": look at the key every address presents before publishing (a failed look blocks
     # publishing); "no-certificate": the operator says nothing is in service yet
     bootstrap: str = "inspect"
+    # current+issuer: which issuer's 2 1 1 to publish ("root", "intermediate", or "pins": the
+    # operator's list in issuer_pins), and the CA bundle the root is looked up in
+    issuer: str = "root"
+    issuer_pins: tuple[str, ...] = ()
+    issuer_bundle: Path | None = None
+    max_records: int = 8  # TLSA records per owner this endpoint may want
     where: str = ""  # "FILE:LINE" of this endpoint
 
     @property
@@ -700,6 +710,8 @@ class _Builder:
             sec.bad("installer", f"unknown installer {installer!r} (configured: {known})")
         certificate = self._certificate(sec, algorithms, acme)
         policy = self._policy(sec)
+        issuer, pins, bundle = self._issuer(sec, scheme)
+        max_records = sec.get_int("max_records", 8, lo=2, hi=64) or 8
         bootstrap = sec.get_str("bootstrap") or "inspect"
         if bootstrap not in BOOTSTRAP_MODES:
             sec.bad("bootstrap", f"unknown bootstrap mode {bootstrap[:40]!r} (allowed: "
@@ -721,8 +733,46 @@ class _Builder:
             certificate=certificate,
             policy=policy,
             bootstrap=bootstrap,
+            issuer=issuer,
+            issuer_pins=pins,
+            issuer_bundle=bundle,
+            max_records=max_records,
             where=f"{self.p.file}:{sec.line}",
         )
+
+    def _issuer(self, sec: Section,
+                scheme: Scheme) -> tuple[str, tuple[str, ...], Path | None]:
+        """issuer: root (default; the how-to prefers it) | intermediate | a list of 2 1 1 pins."""
+        if scheme != Scheme.CURRENT_ISSUER:
+            for key in ("issuer", "issuer_bundle"):
+                if sec.has(key):
+                    sec.bad(key, "only for scheme current+issuer")
+            return "root", (), None
+        bundle = sec.get_path("issuer_bundle", self.base, must_exist="file")
+        node = sec.value_node("issuer")
+        choice, pins = "root", []
+        if isinstance(node, yaml.SequenceNode):
+            choice = "pins"
+            for path, item in sec.sequence("issuer"):
+                ok, value = self.p.construct(item, path)
+                text = " ".join(str(value).lower().split()) if ok else ""
+                if not _PIN.match(text):
+                    self.p.error(line_of(item), path, "must be a DANE-TA pin '2 1 1 <64 hex "
+                                 "digits>' (rollover tlsa --bundle FILE --issuer root prints it)")
+                elif text not in pins:
+                    pins.append(text)
+            if not pins and not self.p.errors:
+                sec.bad("issuer", "must list at least one pin")
+        elif node is not None:
+            value = sec.get_str("issuer") or "root"
+            if value not in ISSUER_CHOICES:
+                sec.bad("issuer", f"unknown issuer choice {value[:40]!r} (allowed: root | "
+                        "intermediate | a list of '2 1 1 <hex>' pins)")
+            else:
+                choice = value
+        if choice == "root" and bundle is None:
+            bundle = SYSTEM_CA_BUNDLE
+        return choice, tuple(pins), bundle
 
     def _scheme(self, sec: Section) -> Scheme:
         value = sec.get_str("scheme")

@@ -28,7 +28,8 @@ from rollover.errors import (
     ProviderError,
     StateError,
 )
-from rollover.model import Observation, PresentedChain, SlotId
+from rollover.issuers import IssuerError, issuer_chain
+from rollover.model import Observation, PresentedChain, Scheme, SlotId
 from rollover.providers.base import Change, Provider
 from rollover.report import SlotReport
 from rollover.state import StateStore
@@ -110,6 +111,9 @@ def policy_for(endpoint: EndpointConfig) -> m.Policy:
         min_wait=p.min_wait,
         certificates=endpoint.certificate is not None,
         inspect_live=endpoint.bootstrap != "no-certificate",
+        scheme=endpoint.scheme.value,
+        issuer_pins=frozenset(endpoint.issuer_pins),
+        max_records=endpoint.max_records,
     )
 
 
@@ -395,8 +399,14 @@ class Engine:
         assert key is not None
         if tlsa.tlsa_record(leaf, 3, 1, 1).data.hex() != key.spki_sha256:
             return m.Failed(self.clock.now(), "the CA returned a certificate for another key")
+        chain_pem, issuers = issued.chain_pem, tuple[str, ...]()
+        if ep.scheme == Scheme.CURRENT_ISSUER:
+            try:
+                chain_pem, issuers = issuer_chain(issued.chain_pem, ep)
+            except IssuerError as exc:
+                return m.Failed(self.clock.now(), f"order for key {action.key_id}: {exc}")
         rel = f"certs/{st.slot.key.replace(':', '_')}-{issued.serial}.pem"
-        self.edges.store.write_file(rel, issued.chain_pem, 0o644)
+        self.edges.store.write_file(rel, chain_pem, 0o644)
         now = self.clock.now()
         return m.CertIssued(
             now,
@@ -408,6 +418,7 @@ class Engine:
                 rel,
                 issued.renew_at,
                 issued.ari_retry_after,
+                issuers,
             ),
         )
 

@@ -19,7 +19,7 @@ from rollover.dns01 import ProviderDns01
 from rollover.engine import CertSource, Edges, Engine, Installer, IssuedCert
 from rollover.errors import ConfigError, ProviderError
 from rollover.issue import AcmeIssuer, RenewalWindow
-from rollover.model import Scheme, SlotId, TLSARecord
+from rollover.model import SlotId, TLSARecord
 from rollover.observe import Observer
 from rollover.providers.base import Provider, load_provider_class
 from rollover.state import StateStore
@@ -125,10 +125,6 @@ def build_engine(config: Config, clock: Clock, *, with_certs: bool = True,
                  create_state: bool = True) -> Engine:
     """The engine with real edges. `with_certs=False` (plan, status) skips ACME, installers
     and the prober; `create_state=False` creates nothing on disk."""
-    for ep in config.endpoints:
-        if ep.scheme != Scheme.CURRENT_NEXT:
-            raise ConfigError(f"{ep.where}: {ep.host}: scheme {ep.scheme.value} is not "
-                              "implemented yet; use current+next")
     store = StateStore(config.state_dir, create=create_state)
     observer = Observer(config.resolver, port=config.dns.port, timeout=config.dns.timeout,
                         clock=clock)

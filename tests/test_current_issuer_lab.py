@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from test_rollover_lab import key_of, owner, rrsets, slot
 
 from rollover import tlsa
 from rollover.cli import main
@@ -25,7 +26,6 @@ from lab.configs import write_full_config
 from lab.dns import DnsLab
 from lab.pebble import PebbleLab
 from lab.postfix import PostfixLab, served_chain
-from test_rollover_lab import key_of, owner, rrsets, slot
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from rollover import __version__
+from rollover.display import clip, printable
 from rollover.errors import ExitStatus, RolloverError
 
 # name -> (module, one-line help)
@@ -37,7 +38,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so main() owns the exit status."""
 
     def error(self, message: str) -> NoReturn:
-        raise _UsageExit(f"{self.prog}: {message}")
+        # argparse quotes the offending argument: keep it short and free of control characters
+        raise _UsageExit(f"{self.prog}: {clip(message, 300)}")
 
 
 class _UsageExit(Exception):
@@ -88,7 +90,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         module = importlib.import_module(args._module)
         return int(module.run(args, env))
     except RolloverError as exc:
-        print(f"rollover: error: {exc}", file=sys.stderr)
+        # one line per problem (a config error lists them all); none can drive the terminal
+        lines = "\n".join(printable(line) for line in str(exc).split("\n"))
+        print(f"rollover: error: {lines}", file=sys.stderr)
         return int(exc.exit_status)
     except KeyboardInterrupt:
         print("rollover: interrupted", file=sys.stderr)

@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from rollover import fileio
-from rollover.confcheck import Problems, Section, line_of
+from rollover.confcheck import Problems, Section, compose, line_of
+from rollover.display import clip, shown
 from rollover.errors import ConfigError, RolloverError
 from rollover.model import Algorithm, Endpoint, Scheme, SlotId, format_file_name
 
@@ -287,26 +288,32 @@ def load_config(path: str | Path, *, resolv_conf: Path = RESOLV_CONF) -> Config:
     path = Path(path)
     p = Problems(str(path))
     try:
-        raw = path.read_bytes()
-    except IsADirectoryError:
-        raise ConfigFileError([f"{path}: is a directory, not a config file"]) from None
-    except OSError as exc:
-        raise ConfigFileError([f"{path}: cannot read: {exc.strerror}"]) from None
+        raw = fileio.read_limited(path, "config file", fileio.CONFIG_LIMIT,
+                                  missing=ConfigError, bad=ConfigError)
+    except ConfigError as exc:
+        raise ConfigFileError([str(exc)]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigFileError([f"{path}:{line}: not UTF-8 text (byte {exc.start})"]) from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        what = exc.problem or "cannot parse"
-        ctx = f" ({exc.context})" if exc.context else ""
+        what = clip(exc.problem or "cannot parse", 100)
+        ctx = f" ({clip(exc.context, 60)})" if exc.context else ""
         raise ConfigFileError([f"{path}:{line}: YAML syntax error: {what}{ctx}"]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, ...)
+        line = text[: exc.position].count("\n") + 1
+        char = "a NUL byte" if exc.character in (0, "\0") else f"the character {_char(exc)}"
+        raise ConfigFileError(
+            [f"{path}:{line}: {char} is not allowed in YAML (is this a binary file?)"]
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigFileError([f"{path}:1: YAML error: {str(exc).splitlines()[0]}"]) from None
+        first = str(exc).splitlines()[0] if str(exc) else "cannot parse"
+        raise ConfigFileError([f"{path}:1: YAML error: {clip(first, 100)}"]) from None
     if root is None:
         raise ConfigFileError(
             [f"{path}:1: the file is empty; expected a mapping with providers and endpoints"]
@@ -316,10 +323,25 @@ def load_config(path: str | Path, *, resolv_conf: Path = RESOLV_CONF) -> Config:
         raise ConfigFileError(
             [f"{path}:{line_of(root)}: the top level must be a mapping of settings, not {kind}"]
         )
+    known = [
+        k for k, _ in root.value
+        if isinstance(k, yaml.ScalarNode) and (k.value in _TOP_KEYS or k.value.startswith("x-"))
+    ]
+    if not known:
+        # nothing of ours: say so without echoing a line of what may be someone else's file
+        raise ConfigFileError([
+            f"{path}:1: no rollover setting found (expected {', '.join(_TOP_KEYS)}); "
+            "is this a rollover config file?"
+        ])
     config = _Builder(p, path, resolv_conf).build(root)
     if p.errors or config is None:
         raise ConfigFileError(p.format(p.errors))
     return config
+
+
+def _char(exc: yaml.reader.ReaderError) -> str:
+    code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+    return f"U+{code:04X}"
 
 
 class _Builder:
@@ -395,12 +417,12 @@ class _Builder:
             return None
         directory = sec.get_str("directory", required=True)
         if directory and not re.match(r"^https?://[^/\s]+", directory):
-            sec.bad("directory", f"{directory!r} is not an http(s) URL")
+            sec.bad("directory", f"{shown(directory)} is not an http(s) URL")
         elif directory and directory.startswith("http://"):
             sec.warn("directory", "plain http: an ACME server should be reached over https")
         email = sec.get_str("email")
         if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-            sec.bad("email", f"{email!r} is not an email address")
+            sec.bad("email", f"{shown(email)} is not an email address")
         ca_bundle = sec.get_path("ca_bundle", self.base, must_exist="file")
         profile = sec.get_str("profile")
         dns_timeout = sec.get_duration("dns_timeout", AcmeConfig.dns_timeout)
@@ -471,7 +493,7 @@ class _Builder:
             port = sec.get_int("port", 53, lo=1, hi=65535) or 53
             key_name = sec.get_str("tsig_key_name")
             if key_name is not None and (len(key_name.split()) != 1 or len(key_name) > 253):
-                sec.bad("tsig_key_name", f"{key_name!r} is not a TSIG key name")
+                sec.bad("tsig_key_name", f"{shown(key_name)} is not a TSIG key name")
             algorithm = self._tsig_algorithm(sec)
             secret = self._secret_file(sec, "tsig_secret_file", "TSIG secret file", False)
             timeout = sec.get_float("timeout", 5.0, hi=300)
@@ -500,7 +522,7 @@ class _Builder:
             sec.line = line
             endpoint_url = sec.get_str("endpoint_url")
             if endpoint_url and not re.match(r"^https?://[^/\s]+", endpoint_url):
-                sec.bad("endpoint_url", f"{endpoint_url!r} is not an http(s) URL")
+                sec.bad("endpoint_url", f"{shown(endpoint_url)} is not an http(s) URL")
             return Route53Config(
                 name=name,
                 hosted_zone_id=sec.get_str("hosted_zone_id"),
@@ -512,7 +534,8 @@ class _Builder:
         known = available_provider_types()
         if ptype not in known:
             sec = Section(self.p, node, path, (), open_ended=True)
-            sec.bad("type", f"unknown provider type {ptype!r} (known: {', '.join(sorted(known))})")
+            names = ", ".join(sorted(known))
+            sec.bad("type", f"unknown provider type {shown(ptype)} (known: {names})")
             return None
         ok, options = self.p.construct(node, path)
         if not ok or not isinstance(options, dict):
@@ -536,7 +559,7 @@ class _Builder:
             sec.bad("tsig_algorithm", "hmac-md5 is broken and refused; use hmac-sha256")
         else:
             allowed = ", ".join((*TSIG_ALGORITHMS, *TSIG_WEAK))
-            sec.bad("tsig_algorithm", f"unknown TSIG algorithm {value!r} (allowed: {allowed})")
+            sec.bad("tsig_algorithm", f"unknown TSIG algorithm {shown(value)} (allowed: {allowed})")
         return "hmac-sha256"
 
     def _installers(self, top: Section) -> dict[str, InstallerConfig]:
@@ -558,7 +581,7 @@ class _Builder:
             isec.line = line_of(knode)
             itype = isec.get_str("type", required=True)
             if itype is not None and itype not in INSTALLER_TYPES:
-                isec.bad("type", f"unknown installer type {itype!r} "
+                isec.bad("type", f"unknown installer type {shown(itype)} "
                          f"(known: {', '.join(INSTALLER_TYPES)})")  # fmt: skip
                 itype = None
             directory = isec.get_path(
@@ -689,10 +712,10 @@ class _Builder:
         provider = sec.get_str("provider", required=True)
         if provider is not None and provider not in providers:
             if not providers:
-                sec.bad("provider", f"names {provider!r}, but no providers are configured")
+                sec.bad("provider", f"names {shown(provider)}, but no providers are configured")
             else:
                 known = ", ".join(sorted(providers))
-                sec.bad("provider", f"unknown provider {provider!r} (configured: {known})")
+                sec.bad("provider", f"unknown provider {shown(provider)} (configured: {known})")
         scheme = self._scheme(sec)
         algorithms = self._algorithms(sec)
         ttl = sec.get_int("ttl", 3600, lo=1, hi=2**31 - 1)
@@ -707,7 +730,7 @@ class _Builder:
         installer = sec.get_str("installer")
         if installer is not None and installer not in installers:
             known = ", ".join(sorted(installers)) or "none"
-            sec.bad("installer", f"unknown installer {installer!r} (configured: {known})")
+            sec.bad("installer", f"unknown installer {shown(installer)} (configured: {known})")
         certificate = self._certificate(sec, algorithms, acme)
         policy = self._policy(sec)
         issuer, pins, bundle = self._issuer(sec, scheme)
@@ -782,7 +805,7 @@ class _Builder:
             return Scheme(value.lower())
         except ValueError:
             allowed = " | ".join(s.value for s in Scheme)
-            sec.bad("scheme", f"unknown scheme {value!r} (allowed: {allowed})")
+            sec.bad("scheme", f"unknown scheme {shown(value)} (allowed: {allowed})")
             return Scheme.CURRENT_NEXT
 
     def _algorithms(self, sec: Section) -> tuple[Algorithm, ...]:
@@ -827,7 +850,8 @@ class _Builder:
         if source is None:
             return None
         if source not in CERT_SOURCES:
-            csec.bad("source", f"unknown source {source!r} (allowed: {' | '.join(CERT_SOURCES)})")
+            allowed = " | ".join(CERT_SOURCES)
+            csec.bad("source", f"unknown source {shown(source)} (allowed: {allowed})")
             return None
         if source == "acme" and acme is None:
             csec.bad("source", "acme needs a top-level acme section with a directory URL")

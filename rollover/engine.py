@@ -32,6 +32,7 @@ from rollover.issuers import IssuerError, issuer_chain
 from rollover.model import Observation, PresentedChain, Scheme, SlotId
 from rollover.providers.base import Change, Provider
 from rollover.report import SlotReport
+from rollover.sources import CertSourceError
 from rollover.state import StateStore
 
 log = logging.getLogger("rollover.engine")
@@ -392,7 +393,7 @@ class Engine:
         key_pem = self.edges.store.read_key(action.key_id)
         try:
             issued = source.order(ep, st.slot, key_pem)
-        except (AcmeError, ProviderError) as exc:
+        except (AcmeError, ProviderError, CertSourceError) as exc:
             return m.Failed(self.clock.now(), f"order for key {action.key_id}: {exc}")
         leaf = x509.load_pem_x509_certificate(issued.chain_pem)
         key = st.key_by_id(action.key_id)
@@ -546,17 +547,11 @@ class Engine:
     def _where(self, ep: EndpointConfig, action: m.Action) -> str:
         """Where an action would go, from the configuration alone (plan builds no edges)."""
         if isinstance(action, m.OrderCert) and ep.certificate is not None:
-            acme = self.config.acme
-            if ep.certificate.source == "acme" and acme is not None:
-                return f" from {acme.directory}"
-            return f" from {ep.certificate.source}"
+            return f" {ep.certificate.describe()}"
         if isinstance(action, m.InstallCert):
             ic = self.config.installer_for(ep)
             if ic is not None:
-                files = ", ".join(str(ic.directory / n) if ic.directory else n
-                                  for n in ic.file_names(action.slot))
-                reload = " ".join(ic.reload_command) or "no reload"
-                return f" into {files}; then {reload}"
+                return f" {ic.describe(action.slot)}"
         return ""
 
     def _simulate(self, ep: EndpointConfig, st: m.SlotState, obs: Observation) -> SlotReport:

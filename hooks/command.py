@@ -12,15 +12,41 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rollover.errors import InstallError
-from rollover.hooks.files import FileInstaller, Runner, command_text, file_name_for
-from rollover.hooks.postfix import DEFAULT_FILE_NAME, chain_file_bytes
+from rollover.hooks.files import (
+    DEFAULT_FILE_NAME,
+    FILE_OPTIONS,
+    SEPARATE_FILE_OPTIONS,
+    FileInstaller,
+    FileOptions,
+    Runner,
+    command_text,
+    file_name_for,
+    parse_file_options,
+)
+from rollover.hooks.postfix import chain_file_bytes
 from rollover.model import SlotId
 
 
 class CommandInstaller(FileInstaller):
+    """`type: command`: directory, command (required), file_name or key_name + chain_name,
+    file_mode, group."""
+
     kind = "command"
+    OPTIONS = (*FILE_OPTIONS, *SEPARATE_FILE_OPTIONS, "command")
+
+    @classmethod
+    def parse_options(cls, sec: Any, ctx: Any) -> FileOptions | None:
+        return parse_file_options(sec, ctx.base, command_key="command", command_required=True,
+                                  separate=True)
+
+    @classmethod
+    def from_config(cls, name: str, options: FileOptions) -> CommandInstaller:
+        return cls(options.directory, options.command, file_name=options.file_name,
+                   key_name=options.key_name, chain_name=options.chain_name,
+                   file_mode=options.file_mode, group=options.group)
 
     def __init__(
         self,

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from rollover import tlsa
 from rollover.errors import InputError, InstallError
 from rollover.fileio import fsync_dir, write_temp
-from rollover.model import SlotId, format_file_name
+from rollover.model import Algorithm, SlotId, format_file_name
 
 log = logging.getLogger("rollover.hooks")
 
@@ -318,3 +318,92 @@ class FileInstaller:
         if not command:
             return None
         return run_command(command, self.run, self.timeout, env)
+
+
+# -- the config section of a file-writing installer (checked here, not in rollover.config) -------
+
+DEFAULT_FILE_NAME = "{host}.{algorithm}.pem"
+FILE_OPTIONS = ("directory", "file_mode", "group", "file_name")
+SEPARATE_FILE_OPTIONS = ("key_name", "chain_name")
+_SAMPLE_SLOT = SlotId("mail.example.test", 25, Algorithm.ECDSA_P256)
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """A checked installer section: where the files go, how they are named and protected, and
+    the command run after writing them (Postfix: the reload command)."""
+
+    directory: Path
+    command: tuple[str, ...] = ()
+    file_mode: int = 0o600
+    group: str | None = None  # group owner of written files (e.g. Debian-exim)
+    # File names in `directory`, formatted with {host}, {port}, {algorithm}. One file holds key
+    # then chain (Postfix smtpd_tls_chain_files) unless key_name and chain_name are both given.
+    file_name: str = DEFAULT_FILE_NAME
+    key_name: str | None = None
+    chain_name: str | None = None
+
+    def file_names(self, slot: SlotId) -> tuple[str, ...]:
+        """The names this installer writes for `slot` (one, or key and chain)."""
+        patterns = (
+            (self.key_name, self.chain_name)
+            if self.key_name is not None and self.chain_name is not None
+            else (self.file_name,)
+        )
+        return tuple(format_file_name(p, slot) for p in patterns)
+
+    def describe(self, slot: SlotId) -> str:
+        files = ", ".join(str(self.directory / n) for n in self.file_names(slot))
+        return f"into {files}; then {' '.join(self.command) or 'no reload'}"
+
+
+def name_pattern(sec: Any, key: str) -> str | None:
+    """A file-name pattern, checked on a sample slot (collisions between slots are checked per
+    endpoint by the config loader, where they happen)."""
+    pattern: str | None = sec.get_str(key)
+    if pattern is None:
+        return None
+    try:
+        format_file_name(pattern, _SAMPLE_SLOT)
+    except ValueError as exc:
+        sec.bad(key, str(exc))
+        return None
+    return pattern
+
+
+def parse_file_options(
+    sec: Any, base: Path, *, command_key: str, default_command: tuple[str, ...] = (),
+    command_required: bool = False, separate: bool = False,
+) -> FileOptions | None:
+    """Check a file-writing installer's section (a confcheck.Section)."""
+    directory = sec.get_path("directory", base, required=True, must_exist="dir")
+    command = sec.get_command(command_key)
+    if command_required and not command:
+        if not sec.has(command_key):
+            sec.missing(command_key)
+        elif command == ():
+            sec.bad(command_key, "must not be empty")
+    file_mode = sec.get_mode("file_mode", 0o600)
+    group = sec.get_str("group")
+    if file_mode & 0o007:
+        sec.bad("file_mode", f"{file_mode:04o} lets everyone read the private key; use 0600 "
+                "(or 0640 with group)")
+    elif file_mode & 0o070 and group is None:
+        sec.warn("file_mode", f"{file_mode:04o} gives the group access to the private key")
+    file_name = name_pattern(sec, "file_name") or DEFAULT_FILE_NAME
+    key_name = chain_name = None
+    if separate:
+        key_name = name_pattern(sec, "key_name")
+        chain_name = name_pattern(sec, "chain_name")
+        if sec.has("key_name") != sec.has("chain_name"):
+            given, other = (
+                ("key_name", "chain_name") if sec.has("key_name") else ("chain_name", "key_name")
+            )
+            sec.bad(given, f"needs {other} as well (separate key and chain files)")
+        elif key_name is not None and key_name == chain_name:
+            sec.bad("chain_name", "must differ from key_name")
+    if directory is None:
+        return None
+    return FileOptions(directory=directory, command=command or default_command,
+                       file_mode=file_mode, group=group, file_name=file_name,
+                       key_name=key_name, chain_name=chain_name)

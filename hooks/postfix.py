@@ -11,11 +11,19 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from rollover.hooks.files import FileInstaller, Runner, file_name_for
+from rollover.hooks.files import (
+    DEFAULT_FILE_NAME,
+    FILE_OPTIONS,
+    FileInstaller,
+    FileOptions,
+    Runner,
+    file_name_for,
+    parse_file_options,
+)
 from rollover.model import SlotId
 
-DEFAULT_FILE_NAME = "{host}.{algorithm}.pem"
 DEFAULT_RELOAD = ("postfix", "reload")
 
 
@@ -27,7 +35,21 @@ def chain_file_bytes(key_pem: bytes, chain_pem: bytes) -> bytes:
 
 
 class PostfixInstaller(FileInstaller):
+    """`type: postfix`: directory, file_name, reload_command (default `postfix reload`),
+    file_mode, group."""
+
     kind = "postfix"
+    OPTIONS = (*FILE_OPTIONS, "reload_command")
+
+    @classmethod
+    def parse_options(cls, sec: Any, ctx: Any) -> FileOptions | None:
+        return parse_file_options(sec, ctx.base, command_key="reload_command",
+                                  default_command=DEFAULT_RELOAD)
+
+    @classmethod
+    def from_config(cls, name: str, options: FileOptions) -> PostfixInstaller:
+        return cls(options.directory, options.command or DEFAULT_RELOAD,
+                   file_name=options.file_name, file_mode=options.file_mode, group=options.group)
 
     def __init__(
         self,

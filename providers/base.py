@@ -1,21 +1,48 @@
-"""The provider interface: read an RRset, apply a whole-RRset change idempotently.
+"""The provider interface, and the base class holding the one apply algorithm every provider shares.
 
-Propagation checking is never a provider's job (rollover.observe does it). Every SDK or wire
-failure must surface as rollover.errors.ProviderError with a message an operator can act on and
-no secret in it. Third-party providers register under the entry-point group `rollover.providers`.
+A provider (a DNS backend) is registered under the entry-point group `rollover.providers` and
+is, by subclassing `ProviderBase`, only three things:
+
+- `_read(target)`: the RRset as the backend has it, (ttl or None, rdata texts in any
+  presentation the backend returns: mixed-case hex, split hex, quoted TXT...);
+- `_submit(submission)`: make the backend's RRset `submission.after` with `submission.ttl`
+  (empty: delete it); a `SUPPORTS.cas` provider makes that conditional on the RRset still being
+  `submission.before` (RFC 2136 prerequisites); returns a token for `_wait`;
+- `SUPPORTS`: what it can do (record types, compare-and-swap, whether a submission must be
+  waited for), and `OPTIONS` + `parse_options` + `from_config` for its config section.
+
+`ProviderBase.apply` then does, for every provider alike: canonicalise the rdata (TLSA as
+"U S M lowerhex"), read, run the ownership (compare-and-swap) and never-empty checks, skip a
+change already in effect, submit, wait until the backend says it is applied (Route53 INSYNC),
+re-read and confirm that exactly the computed RRset is served. Every failure leaves as one
+`ProviderError` whose message names the provider and what failed, and never a secret.
+
+Propagation checking is never a provider's job (rollover.observe does it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from typing import Any, Protocol
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
-from rollover.errors import ProviderError
+import dns.exception
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.tlsabase
+
+from rollover import registry
+from rollover.errors import ConfigError, ProviderError
 from rollover.model import RRset
 
-ENTRY_POINT_GROUP = "rollover.providers"
+log = logging.getLogger("rollover.providers")
+
+ENTRY_POINT_GROUP = registry.GROUPS["provider"]
+MAX_TTL = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -46,7 +73,7 @@ class Change:
 
 
 class Provider(Protocol):
-    """What every backend implements. `name` is the config key (e.g. "primary")."""
+    """What the engine calls. `name` is the config key (e.g. "primary")."""
 
     name: str
 
@@ -59,7 +86,7 @@ class Provider(Protocol):
         ...
 
     def wait_applied(self, timeout: float) -> None:
-        """Block until the provider reports the last change applied (Route53 INSYNC); may no-op."""
+        """Block until the provider reports the last change applied; may no-op."""
         ...
 
 
@@ -80,20 +107,258 @@ def check_change(change: Change, current: RRset) -> frozenset[str]:
     return after
 
 
-def provider_classes() -> Mapping[str, Any]:
-    """Provider type name -> class, built-ins plus entry points."""
-    found: dict[str, Any] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep)
-    return found
+# -- what a provider declares -------------------------------------------------------------------
+
+
+ANY_TYPE = "*"
+
+
+@dataclass(frozen=True)
+class Supports:
+    """What a provider can do, declared once on its class as `SUPPORTS`."""
+
+    rtypes: frozenset[str] = frozenset({"TLSA", "TXT"})  # "*": any record type
+    cas: bool = False  # the submission itself is conditional on the RRset read (atomic)
+    needs_wait: bool = False  # a submission is applied later: wait until the backend says so
+
+    def allows(self, rtype: str) -> bool:
+        return ANY_TYPE in self.rtypes or rtype.upper() in self.rtypes
+
+    @property
+    def tlsa(self) -> bool:
+        return self.allows("TLSA")
+
+    @property
+    def txt(self) -> bool:
+        return self.allows("TXT")
+
+    def describe(self) -> str:
+        types = "any type" if ANY_TYPE in self.rtypes else "/".join(sorted(self.rtypes))
+        cas = "compare-and-swap" if self.cas else "no compare-and-swap (read, then replace)"
+        wait = "waits until applied" if self.needs_wait else "applied on answer"
+        return f"{types}; {cas}; {wait}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One RRset, names absolute (trailing dot), rtype upper case."""
+
+    zone: str
+    owner: str
+    rtype: str
+
+    @property
+    def relative(self) -> str:
+        """The owner relative to the zone ("@" for the apex), as zone files and some APIs
+        want it."""
+        if self.owner == self.zone:
+            return "@"
+        return self.owner[: -len(self.zone) - 1]
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What `_submit` must make true: the RRset `after` with `ttl` (empty `after`: no RRset)."""
+
+    target: Target
+    ttl: int
+    before: RRset  # what the provider had at our read (canonical)
+    after: frozenset[str]  # canonical rdata texts
+
+    @property
+    def add(self) -> frozenset[str]:
+        return self.after - self.before.rdatas
+
+    @property
+    def remove(self) -> frozenset[str]:
+        return self.before.rdatas - self.after
+
+    @property
+    def ttl_changes(self) -> bool:
+        return bool(self.after) and self.before.ttl is not None and self.before.ttl != self.ttl
+
+
+def target(zone: str, owner: str, rtype: str) -> Target:
+    """Validated, absolute names; ProviderError when the owner is outside the zone."""
+    try:
+        z = dns.name.from_text(zone)
+        o = dns.name.from_text(owner, origin=z)
+    except dns.exception.DNSException as exc:
+        raise ProviderError(f"bad DNS name {owner!r} in zone {zone!r}: {exc}") from None
+    if not o.is_subdomain(z):
+        raise ProviderError(f"{owner} is not inside zone {zone}: check the endpoint's zone")
+    try:
+        t = dns.rdatatype.from_text(rtype)
+    except dns.exception.DNSException:
+        raise ProviderError(f"unknown record type {rtype!r}") from None
+    return Target(z.to_text().lower(), o.to_text().lower(), dns.rdatatype.to_text(t))
+
+
+def parse_rdata(rtype: str, text: str, origin: str | None = None) -> dns.rdata.Rdata:
+    try:
+        return dns.rdata.from_text(
+            dns.rdataclass.IN, rtype, text,
+            origin=dns.name.from_text(origin) if origin else dns.name.root,
+        )
+    except dns.exception.DNSException as exc:
+        raise ProviderError(f"bad {rtype} rdata {text!r}: {exc}") from None
+
+
+def canonical(rtype: str, rdata: dns.rdata.Rdata) -> str:
+    """Rdata as rollover compares it: TLSA-family "U S M lowerhex", anything else dnspython text
+    with absolute names (TXT: quoted strings)."""
+    if isinstance(rdata, dns.rdtypes.tlsabase.TLSABase):
+        return f"{rdata.usage} {rdata.selector} {rdata.mtype} {rdata.cert.hex()}"
+    return str(rdata.to_text())
+
+
+def canonical_text(rtype: str, text: str, origin: str | None = None) -> str:
+    """`text` in canonical form ("3 1 1 AB CD" -> "3 1 1 abcd"); ProviderError if unparsable."""
+    return canonical(rtype, parse_rdata(rtype, text, origin))
+
+
+class ProviderBase:
+    """Subclass, implement `_read` and `_submit` (and `_wait` when `SUPPORTS.needs_wait`)."""
+
+    TYPE: ClassVar[str] = "provider"
+    SUPPORTS: ClassVar[Supports] = Supports()
+    OPTIONS: ClassVar[tuple[str, ...]] = ()
+
+    name: str
+    wait_timeout: float = 120.0  # seconds to wait for a needs_wait submission
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def supports_for(cls, options: Any) -> Supports:
+        """What a provider built from `options` supports (checked when the config loads)."""
+        return cls.SUPPORTS
+
+    @classmethod
+    def parse_options(cls, sec: Any, ctx: registry.ParseContext) -> Any:
+        """Check this provider's config section (a confcheck.Section); return its options."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, name: str, options: Any) -> ProviderBase:
+        """Build from the options `parse_options` returned (reads secrets now)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_options(cls, name: str, options: Mapping[str, Any]) -> Any:
+        """Build from a plain mapping, checked by the same schema as a config file."""
+        ctx = registry.ParseContext(f"provider {name!r}", Path.cwd(), registry.no_secret_files)
+        parsed = registry.parse_mapping(cls, options, ctx, ProviderError)
+        try:
+            return cls.from_config(name, parsed)
+        except (ProviderError, ConfigError) as exc:
+            raise ProviderError(f"provider {name!r}: {exc}") from None
+
+    # -- what a provider implements ------------------------------------------------------------
+
+    def _read(self, t: Target) -> tuple[int | None, Iterable[str]]:
+        raise NotImplementedError
+
+    def _submit(self, sub: Submission) -> object:
+        raise NotImplementedError
+
+    def _wait(self, token: object, timeout: float) -> None:
+        """Block until the submission `token` is applied (only called when needs_wait)."""
+
+    def _secrets(self) -> Iterable[str]:
+        """Strings that must never appear in a message (scrubbed as a last line of defence)."""
+        return ()
+
+    # -- the shared algorithm ------------------------------------------------------------------
+
+    def read(self, zone: str, owner: str, rtype: str) -> RRset:
+        try:
+            return self._read_canonical(self._target(zone, owner, rtype), owner)
+        except ProviderError as exc:
+            raise self._named(exc) from None
+
+    def apply(self, change: Change) -> None:
+        try:
+            self._apply(change)
+        except ProviderError as exc:
+            raise self._named(exc) from None
+
+    def wait_applied(self, timeout: float) -> None:
+        """`apply` returns only once the change is applied and confirmed: nothing left."""
+
+    @property
+    def supports(self) -> Supports:
+        """This instance's declaration (the class's SUPPORTS unless options change it)."""
+        return self.SUPPORTS
+
+    def _target(self, zone: str, owner: str, rtype: str) -> Target:
+        t = target(zone, owner, rtype)
+        if not self.supports.allows(t.rtype):
+            raise ProviderError(f"{self.TYPE} does not support {t.rtype} records "
+                                f"(it supports {self.supports.describe()})")
+        return t
+
+    def _read_canonical(self, t: Target, label: str) -> RRset:
+        ttl, texts = self._read(t)
+        rdatas = frozenset(self._canonical_from_backend(t, text) for text in texts)
+        if not rdatas:
+            return RRset(label, t.rtype, None, frozenset())
+        return RRset(label, t.rtype, ttl, rdatas)
+
+    def _canonical_from_backend(self, t: Target, text: str) -> str:
+        try:
+            return canonical_text(t.rtype, text, t.zone)
+        except ProviderError:
+            raise ProviderError(f"the backend returned unparsable {t.rtype} data for "
+                                f"{t.owner}") from None
+
+    def _canonical_change(self, change: Change, t: Target) -> Change:
+        def canon(texts: frozenset[str]) -> frozenset[str]:
+            return frozenset(canonical_text(t.rtype, text, t.zone) for text in texts)
+
+        if isinstance(change.ttl, bool) or not 0 <= change.ttl <= MAX_TTL:
+            raise ProviderError(f"bad TTL {change.ttl} for {change.owner} {t.rtype}")
+        return replace(
+            change, rtype=t.rtype, add=canon(change.add), remove=canon(change.remove),
+            expect=None if change.expect is None else canon(change.expect),
+        )
+
+    def _apply(self, change: Change) -> None:
+        t = self._target(change.zone, change.owner, change.rtype)
+        change = self._canonical_change(change, t)
+        current = self._read_canonical(t, change.owner)
+        after = check_change(change, current)
+        sub = Submission(t, change.ttl, current, after)
+        if after == current.rdatas and not sub.ttl_changes:
+            log.debug("%s: %s already in effect, nothing sent", self.name, change.describe())
+            return
+        log.info("%s: updating %s", self.name, change.describe())
+        token = self._submit(sub)
+        if self.supports.needs_wait:
+            self._wait(token, self.wait_timeout)
+        now = self._read_canonical(t, change.owner)
+        if now.rdatas != after or (after and now.ttl != change.ttl):
+            raise ProviderError(
+                f"accepted the change of {change.owner} {t.rtype} but serves "
+                f"{len(now.rdatas)} record(s) ttl {now.ttl} instead of {len(after)} ttl "
+                f"{change.ttl}: someone changed it again just now, or the backend ignored part "
+                "of the change (see its log)"
+            )
+
+    def _named(self, exc: ProviderError) -> ProviderError:
+        message = " ".join(str(exc).split())
+        for secret in self._secrets():
+            if secret:
+                message = message.replace(secret, "<secret>")
+        prefix = f"provider {self.name} ({self.TYPE}): "
+        if not message.startswith(prefix):
+            message = prefix + message
+        return ProviderError(message)
 
 
 def load_provider_class(type_name: str) -> Any:
-    eps = provider_classes()
-    if type_name not in eps:
-        known = ", ".join(sorted(eps)) or "none"
-        raise ProviderError(f"unknown provider type {type_name!r} (known: {known})")
+    """The class registered as provider `type_name`; ProviderError if unknown or unusable."""
     try:
-        return eps[type_name].load()
-    except ImportError as exc:
-        raise ProviderError(f"provider type {type_name!r} cannot be loaded: {exc}") from None
+        return registry.find("provider", type_name)
+    except registry.PluginError as exc:
+        raise ProviderError(str(exc)) from None

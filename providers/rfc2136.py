@@ -5,18 +5,20 @@ into one `ProviderError` with a message an operator can act on. The TSIG secret 
 keyring: never in repr, logs or messages (`_Client._fail` scrubs it as a last line of defence).
 
 Reads go straight to the primary over TCP, TSIG-signed, RD=0, and must be authoritative (AA).
-`apply` re-reads, runs the shared `check_change`, and sends ONE update message whose
-prerequisites make it compare-and-swap (RFC 2136 section 2.4):
+The shared algorithm (`ProviderBase.apply`) reads, checks and re-reads; `_submit` sends ONE
+update message whose prerequisites make it compare-and-swap (RFC 2136 section 2.4):
 
 - RRset was empty  -> "RRset does not exist" (absent(owner, rtype));
 - RRset had rdatas -> "RRset exists (value dependent)": the prerequisite RRset must equal the
   server's RRset exactly (RFC 2136 3.2.5), so an rdata added or removed by someone else between
   our read and our update makes the server answer NXRRSET and change nothing.
 
-The update deletes only the `remove` rdatas and adds the `add` rdatas with `change.ttl`. The TTL
-is a property of the whole RRset: when `change.ttl` differs from what the primary serves, the
-update replaces the whole RRset (same rdatas, new TTL) in the same message. A change that is
-already in effect sends nothing.
+The update deletes only the removed rdatas and adds the added rdatas with the change's TTL. The
+TTL is a property of the whole RRset: when it differs from what the primary serves, the update
+replaces the whole RRset (same rdatas, new TTL) in the same message. A change that is already in
+effect sends nothing (the base class skips it).
+
+The config section (`type: rfc2136`) is checked here, by `RFC2136Provider.parse_options`.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import dns.exception
 import dns.flags
@@ -39,15 +41,16 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdataset
 import dns.rdatatype
-import dns.rdtypes.tlsabase
 import dns.tsig
 import dns.update
 
+from rollover import fileio
+from rollover.confcheck import Section
 from rollover.errors import ProviderError
-from rollover.fileio import read_secret
 from rollover.model import RRset
+from rollover.registry import ParseContext
 
-from .base import Change, check_change
+from .base import ANY_TYPE, ProviderBase, Submission, Supports, Target, canonical, parse_rdata
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,8 @@ ALGORITHMS: dict[str, dns.name.Name] = {
     "hmac-sha512": dns.tsig.HMAC_SHA512,
 }
 DEFAULT_ALGORITHM = "hmac-sha256"
-OPTION_KEYS = frozenset(
-    {"type", "server", "port", "tsig_key_name", "tsig_algorithm", "tsig_secret_file", "timeout"}
-)
+TSIG_WEAK = ("hmac-sha1",)
+TSIG_REFUSED = ("hmac-md5", "hmac-md5.sig-alg.reg.int")
 _PREREQ_FAILED = {
     dns.rcode.YXRRSET: "YXRRSET",
     dns.rcode.NXRRSET: "NXRRSET",
@@ -94,16 +96,50 @@ def decode_secret(secret: str) -> bytes:
     return raw
 
 
-def canonical(rtype: str, rdata: dns.rdata.Rdata) -> str:
-    """Rdata as rollover compares it: TLSA-family "U S M lowerhex", anything else dnspython text
-    with absolute names (TXT: quoted strings)."""
-    if isinstance(rdata, dns.rdtypes.tlsabase.TLSABase):
-        return f"{rdata.usage} {rdata.selector} {rdata.mtype} {rdata.cert.hex()}"
-    return str(rdata.to_text())
+@dataclass(frozen=True)
+class RFC2136Options:
+    """The checked `type: rfc2136` section. The secret stays in its file until the provider is
+    built (`read_secret`)."""
+
+    server: str  # IP address of the primary
+    port: int = 53
+    tsig_key_name: str | None = None
+    tsig_algorithm: str = DEFAULT_ALGORITHM
+    tsig_secret_file: Path | None = None
+    timeout: float = 5.0
+
+    def read_secret(self) -> str | None:
+        """The base64 TSIG secret, read now (never stored in the config, never printed)."""
+        if self.tsig_secret_file is None:
+            return None
+        return fileio.read_secret(self.tsig_secret_file, "TSIG secret file", ProviderError)
 
 
-class RFC2136Provider:
+def _tsig_algorithm(sec: Section) -> str:
+    value = sec.get_str("tsig_algorithm")
+    if value is None:
+        return DEFAULT_ALGORITHM
+    alg = value.lower().rstrip(".")
+    if alg in TSIG_WEAK:
+        sec.warn("tsig_algorithm", f"{alg} is weak; prefer hmac-sha256")
+        return alg
+    if alg in ALGORITHMS:
+        return alg
+    if alg in TSIG_REFUSED:
+        sec.bad("tsig_algorithm", "hmac-md5 is broken and refused; use hmac-sha256")
+    else:
+        allowed = ", ".join(a for a in ALGORITHMS if a not in TSIG_WEAK) + ", " + \
+            ", ".join(TSIG_WEAK)
+        sec.bad("tsig_algorithm", f"unknown TSIG algorithm {value!r} (allowed: {allowed})")
+    return DEFAULT_ALGORITHM
+
+
+class RFC2136Provider(ProviderBase):
     """Writes through RFC 2136 updates to one primary. `name` is the config key."""
+
+    TYPE = "rfc2136"
+    SUPPORTS = Supports(rtypes=frozenset({ANY_TYPE}), cas=True, needs_wait=False)
+    OPTIONS = ("server", "port", "tsig_key_name", "tsig_algorithm", "tsig_secret_file", "timeout")
 
     def __init__(
         self,
@@ -128,39 +164,36 @@ class RFC2136Provider:
         )
 
     @classmethod
-    def from_options(cls, name: str, options: Mapping[str, Any]) -> RFC2136Provider:
-        """Build from a config mapping: server, port (53), tsig_key_name, tsig_algorithm
-        (hmac-sha256), tsig_secret_file (0600), timeout (5.0 s)."""
-        where = f"provider {name!r}"
-        unknown = sorted(set(options) - OPTION_KEYS)
-        if unknown:
-            raise ProviderError(f"{where}: unknown option(s) {', '.join(unknown)}")
-        for key in ("server", "tsig_key_name", "tsig_secret_file"):
-            if not isinstance(options.get(key), str) or not options[key]:
-                raise ProviderError(f"{where}: option {key} is required (a string)")
-        port = options.get("port", 53)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ProviderError(f"{where}: port must be an integer 1-65535, got {port!r}")
-        timeout = options.get("timeout", 5.0)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ProviderError(f"{where}: timeout must be a positive number, got {timeout!r}")
-        algorithm = options.get("tsig_algorithm", DEFAULT_ALGORITHM)
-        if not isinstance(algorithm, str):
-            raise ProviderError(f"{where}: tsig_algorithm must be a string")
-        try:
-            return cls(
-                name,
-                options["server"],
-                port,
-                tsig_key_name=options["tsig_key_name"],
-                tsig_algorithm=algorithm,
-                tsig_secret=read_secret(
-                    Path(options["tsig_secret_file"]), "TSIG secret file", ProviderError
-                ),
-                timeout=float(timeout),
+    def parse_options(cls, sec: Section, ctx: ParseContext) -> RFC2136Options | None:
+        server = sec.get_ip("server", required=True)
+        port = sec.get_int("port", 53, lo=1, hi=65535) or 53
+        key_name = sec.get_str("tsig_key_name")
+        if key_name is not None and (len(key_name.split()) != 1 or len(key_name) > 253):
+            sec.bad("tsig_key_name", f"{key_name!r} is not a TSIG key name")
+        algorithm = _tsig_algorithm(sec)
+        secret = ctx.secret_file(sec, "tsig_secret_file", "TSIG secret file", False)
+        timeout = sec.get_float("timeout", 5.0, hi=300)
+        if sec.has("tsig_key_name") != sec.has("tsig_secret_file"):
+            given, other = (
+                ("tsig_key_name", "tsig_secret_file")
+                if sec.has("tsig_key_name")
+                else ("tsig_secret_file", "tsig_key_name")
             )
-        except ProviderError as exc:
-            raise ProviderError(f"{where}: {exc}") from None
+            sec.bad(given, f"needs {other} as well (TSIG key name and secret go together)")
+        if server is None:
+            return None
+        return RFC2136Options(server=server, port=port, tsig_key_name=key_name,
+                              tsig_algorithm=algorithm, tsig_secret_file=secret, timeout=timeout)
+
+    @classmethod
+    def from_config(cls, name: str, options: RFC2136Options) -> RFC2136Provider:
+        secret = options.read_secret()
+        if secret is None or options.tsig_key_name is None:
+            raise ProviderError("rfc2136 needs tsig_key_name and tsig_secret_file (unsigned "
+                                "updates are not supported)")
+        return cls(name, options.server, options.port, tsig_key_name=options.tsig_key_name,
+                   tsig_secret=secret, tsig_algorithm=options.tsig_algorithm,
+                   timeout=options.timeout)
 
     def __repr__(self) -> str:
         return (
@@ -170,93 +203,40 @@ class RFC2136Provider:
 
     __str__ = __repr__
 
-    def read(self, zone: str, owner: str, rtype: str) -> RRset:
-        z, o, t = _names(zone, owner, rtype)
-        return self._client.read(z, o, t, owner)
+    def _secrets(self) -> Iterable[str]:
+        return self._client._secrets
 
-    def apply(self, change: Change) -> None:
-        zone, owner, rtype = _names(change.zone, change.owner, change.rtype)
-        change = _canonical_change(change, rtype)
-        current = self._client.read(zone, owner, rtype, change.owner)
-        after = check_change(change, current)
-        ttl_changes = bool(after) and current.ttl is not None and current.ttl != change.ttl
-        if after == current.rdatas and not ttl_changes:
-            log.debug("%s: %s already in effect, nothing sent", self.name, change.describe())
-            return
+    def _read(self, t: Target) -> tuple[int | None, Iterable[str]]:
+        zone, owner = dns.name.from_text(t.zone), dns.name.from_text(t.owner)
+        rrset = self._client.read(zone, owner, t.rtype, t.owner)
+        return rrset.ttl, rrset.rdatas
+
+    def _submit(self, sub: Submission) -> None:
+        t = sub.target
+        zone, owner, rtype = dns.name.from_text(t.zone), dns.name.from_text(t.owner), t.rtype
         update = self._client.update_message(zone)
         # Prerequisites: the RRset is still exactly what we just read.
-        if current.rdatas:
-            update.present(owner, _rdataset(rtype, current.rdatas))
+        if sub.before.rdatas:
+            update.present(owner, _rdataset(rtype, sub.before.rdatas))
         else:
             update.absent(owner, rtype)
-        if ttl_changes:
+        if sub.ttl_changes:
             update.delete(owner, rtype)
-            update.add(owner, _rdataset(rtype, after, change.ttl))
+            update.add(owner, _rdataset(rtype, sub.after, sub.ttl))
         else:
-            for text in sorted(current.rdatas - after):
-                update.delete(owner, _rdata(rtype, text))
-            added = after - current.rdatas
-            if added:
-                update.add(owner, _rdataset(rtype, added, change.ttl))
-        log.info("%s: updating %s", self.name, change.describe())
-        self._client.send_update(update, zone, change.owner, rtype)
-        # The server may silently ignore parts of an update (RFC 2136 3.4.2: e.g. records at a
-        # CNAME owner); a cheap re-read makes that an error instead of a surprise.
-        now = self._client.read(zone, owner, rtype, change.owner)
-        if now.rdatas != after or (after and now.ttl != change.ttl):
-            raise ProviderError(
-                f"{self._client.where} accepted the update of {change.owner} {rtype} but serves "
-                f"{len(now.rdatas)} record(s) ttl {now.ttl} instead of {len(after)} ttl "
-                f"{change.ttl}: check the server's log (or someone changed it again just now)"
-            )
-
-    def wait_applied(self, timeout: float) -> None:
-        """RFC 2136 is synchronous on the primary: the update answer means applied."""
-
-
-def _names(zone: str, owner: str, rtype: str) -> tuple[dns.name.Name, dns.name.Name, str]:
-    try:
-        z = dns.name.from_text(zone)
-        o = dns.name.from_text(owner, origin=z)
-    except dns.exception.DNSException as exc:
-        raise ProviderError(f"bad DNS name {owner!r} in zone {zone!r}: {exc}") from None
-    if not o.is_subdomain(z):
-        raise ProviderError(f"{owner} is not inside zone {zone}: check the endpoint's zone")
-    try:
-        t = dns.rdatatype.from_text(rtype)
-    except dns.exception.DNSException:
-        raise ProviderError(f"unknown record type {rtype!r}") from None
-    return z, o, dns.rdatatype.to_text(t)
-
-
-def _rdata(rtype: str, text: str) -> dns.rdata.Rdata:
-    try:
-        return dns.rdata.from_text(dns.rdataclass.IN, rtype, text)
-    except dns.exception.DNSException as exc:
-        raise ProviderError(f"bad {rtype} rdata {text!r}: {exc}") from None
+            for text in sorted(sub.remove):
+                update.delete(owner, parse_rdata(rtype, text, t.zone))
+            if sub.add:
+                update.add(owner, _rdataset(rtype, sub.add, sub.ttl))
+        self._client.send_update(update, zone, t.owner, rtype)
 
 
 def _rdataset(rtype: str, texts: Iterable[str], ttl: int = 0) -> dns.rdataset.Rdataset:
     """Prerequisite RRsets carry TTL 0 (RFC 2136 2.4); update RRsets carry the real TTL."""
     rds = dns.rdataset.Rdataset(dns.rdataclass.IN, dns.rdatatype.from_text(rtype), ttl=ttl)
     for text in sorted(texts):
-        rds.add(_rdata(rtype, text))
+        rds.add(parse_rdata(rtype, text))
     return rds
-
-
-def _canonical_change(change: Change, rtype: str) -> Change:
-    def canon(texts: frozenset[str]) -> frozenset[str]:
-        return frozenset(canonical(rtype, _rdata(rtype, t)) for t in texts)
-
-    if not 0 <= change.ttl <= 2**31 - 1:
-        raise ProviderError(f"bad TTL {change.ttl} for {change.owner} {rtype}")
-    return replace(
-        change,
-        rtype=rtype,
-        add=canon(change.add),
-        remove=canon(change.remove),
-        expect=None if change.expect is None else canon(change.expect),
-    )
 
 
 class _Client:

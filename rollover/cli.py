@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tlsa": ("rollover.cmd_tlsa", "TLSA records from certificates, keys or CA bundles"),
     "certbot-hook": ("rollover.cmd_certbot", "certbot deploy hook: record and stage, never fail"),
     "init": ("rollover.cmd_init", "write a starting configuration"),
+    "transitions": ("rollover.cmd_transitions", "the state machine's transitions table"),
 }
 
 DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"

@@ -248,6 +248,14 @@ class Section:
             if not open_ended and key not in allowed:
                 p.error(line_of(knode), kpath, unknown_key_message(key, allowed))
 
+    def restrict(self, allowed: Collection[str]) -> None:
+        """Report every key not in `allowed`, for a section first read open-ended (e.g. to
+        learn its `type` before knowing which keys that type takes)."""
+        for key, (knode, _) in self.keys.items():
+            if key not in allowed:
+                message = unknown_key_message(key, allowed)
+                self.p.error(line_of(knode), join(self.path, key), message)
+
     # -- raw access -------------------------------------------------------------------------
 
     def has(self, key: str) -> bool:

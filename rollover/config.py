@@ -5,8 +5,12 @@ has one line per problem, each "FILE:LINE: key.path: problem". Advice that is no
 seed's TTL range, one key shared by several MX hosts, a weak TSIG algorithm) goes to
 `Config.warnings` in the same format. Relative paths are taken relative to the config file.
 
-Secrets never live here: the config keeps the *path* of the TSIG secret, checks that the file
-exists and is private, and the provider reads it when it is built (`RFC2136Config.read_secret()`).
+The sections of providers, installers and certificate sources belong to their plugins
+(`rollover.registry`): this loader reads their `type` (`source`), finds the plugin, and hands it
+the section to check with the same FILE:LINE machinery; it knows none of their keys.
+
+Secrets never live here: a plugin keeps the *path* of a secret, checked to exist and be private
+(`ParseContext.secret_file`), and reads it when the edge is built.
 """
 
 from __future__ import annotations
@@ -14,18 +18,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
 
-from rollover import fileio
+from rollover import fileio, registry
 from rollover.confcheck import Problems, Section, compose, line_of
 from rollover.display import clip, shown
 from rollover.errors import ConfigError, RolloverError
-from rollover.model import Algorithm, Endpoint, Scheme, SlotId, format_file_name
+from rollover.model import Algorithm, Endpoint, Scheme, SlotId
 
 DEFAULT_PATH = Path("/etc/rollover/rollover.yaml")
 DEFAULT_STATE_DIR = Path("/var/lib/rollover")
@@ -33,28 +36,18 @@ RESOLV_CONF = Path("/etc/resolv.conf")
 DEFAULT_ALGORITHMS = (Algorithm.ECDSA_P256,)
 ADVISED_TTL = (1800, 3600)  # the seed how-to: "between 30 minutes and 1 hour"
 
-TSIG_ALGORITHMS = ("hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512")
-TSIG_WEAK = ("hmac-sha1",)
-TSIG_REFUSED = ("hmac-md5", "hmac-md5.sig-alg.reg.int")
-
-# installer type -> default reload command
-INSTALLER_TYPES: dict[str, tuple[str, ...]] = {
-    "postfix": ("postfix", "reload"),
-    "exim": (),  # Exim reads changed files on the next connection
-    "dovecot": ("doveadm", "reload"),
-    "command": (),
-}
-CERT_SOURCES = ("acme", "files", "certbot")
-DEFAULT_FILE_NAME = "{host}.{algorithm}.pem"
-_SAMPLE_SLOT = SlotId("mail.example.test", 25, Algorithm.ECDSA_P256)
-BUILTIN_PROVIDER_TYPES = ("rfc2136", "route53")
-
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_KEYS = ("state_dir", "resolver", "dns", "acme", "providers", "installers", "endpoints")
 _ENDPOINT_KEYS = (
     "host", "port", "zone", "provider", "scheme", "algorithms", "ttl", "extra_nameservers",
-    "addresses", "installer", "certificate", "policy",
+    "addresses", "installer", "certificate", "policy", "bootstrap", "issuer", "issuer_bundle",
+    "max_records",
 )  # fmt: skip
+ISSUER_CHOICES = ("root", "intermediate")
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+_PIN = re.compile(r"^2 1 1 [0-9a-f]{64}$")
+# bootstrap: how the key in service is found before the first publish
+BOOTSTRAP_MODES = ("inspect", "no-certificate")
 
 
 class ConfigFileError(ConfigError):
@@ -98,93 +91,53 @@ class AcmeConfig:
 
 
 @dataclass(frozen=True)
-class RFC2136Config:
-    name: str
-    server: str  # IP address of the primary
-    port: int = 53
-    tsig_key_name: str | None = None  # None: unsigned updates (address-based allow-update)
-    tsig_algorithm: str = "hmac-sha256"
-    tsig_secret_file: Path | None = None
-    timeout: float = 5.0
-    where: str = ""  # "FILE:LINE" of the provider's definition
-    type: str = "rfc2136"
-
-    def read_secret(self) -> str | None:
-        """The base64 TSIG secret, read now (never stored in the config, never printed)."""
-        if self.tsig_secret_file is None:
-            return None
-        return fileio.read_secret(self.tsig_secret_file, f"TSIG secret file of {self.name}")
-
-
-@dataclass(frozen=True)
-class Route53Config:
-    name: str
-    hosted_zone_id: str | None = None
-    region: str | None = None
-    endpoint_url: str | None = None
-    aws_profile: str | None = None
-    where: str = ""
-    type: str = "route53"
-
-
-@dataclass(frozen=True)
-class GenericProviderConfig:
-    """A third-party provider type: its options are passed on unchecked (it checks its own)."""
+class ProviderConfig:
+    """One `providers:` entry. `options` is what its plugin's parse_options returned (its own
+    type; a plugin without a schema gets the plain mapping)."""
 
     name: str
     type: str
-    # may hold a third-party secret: kept out of repr()
-    options: Mapping[str, Any] = field(
-        default_factory=lambda: MappingProxyType({}), hash=False, repr=False
-    )
-    where: str = ""
-
-
-ProviderConfig = RFC2136Config | Route53Config | GenericProviderConfig
+    # the plugin's options; may hold a third-party secret: kept out of repr()
+    options: Any = field(default=None, repr=False, compare=False)
+    where: str = ""  # "FILE:LINE" of the provider's definition
 
 
 @dataclass(frozen=True)
 class InstallerConfig:
+    """One `installers:` entry; `options` belongs to its plugin."""
+
     name: str
-    type: str  # postfix | exim | dovecot | command
-    directory: Path | None = None  # where chain files are written
-    reload_command: tuple[str, ...] = ()  # empty: no reload
-    command: tuple[str, ...] = ()  # type command: run with the chain files
-    file_mode: int = 0o600
-    group: str | None = None  # group owner of written files (e.g. Debian-exim)
-    # File names in `directory`, formatted with {host}, {port}, {algorithm}. One file holds key
-    # then chain (Postfix smtpd_tls_chain_files) unless key_name and chain_name are both given.
-    file_name: str = DEFAULT_FILE_NAME
-    key_name: str | None = None
-    chain_name: str | None = None
+    type: str
+    options: Any = field(default=None, repr=False, compare=False)
     where: str = ""
 
     def file_names(self, slot: SlotId) -> tuple[str, ...]:
-        """The names this installer writes for `slot` (one, or key and chain)."""
-        patterns = (
-            (self.key_name, self.chain_name)
-            if self.key_name is not None and self.chain_name is not None
-            else (self.file_name,)
-        )
-        return tuple(format_file_name(p, slot) for p in patterns)
+        """The file names this installer writes for `slot` (none known: empty)."""
+        names = getattr(self.options, "file_names", None)
+        return tuple(names(slot)) if callable(names) else ()
 
-
-@dataclass(frozen=True)
-class CertFiles:
-    chain: Path  # certificate + intermediates (PEM)
-    key: Path  # private key (PEM)
+    def describe(self, slot: SlotId) -> str:
+        """Where an install goes, for `plan` ("into FILES; then COMMAND")."""
+        describe = getattr(self.options, "describe", None)
+        return str(describe(slot)) if callable(describe) else f"with {self.type} {self.name}"
 
 
 @dataclass(frozen=True)
 class CertificateConfig:
-    source: str  # acme | files | certbot
-    profile: str | None = None  # acme: overrides acme.profile for this endpoint
-    files: Mapping[Algorithm, CertFiles] = field(
-        default_factory=lambda: MappingProxyType({}), hash=False
-    )
-    lineages: Mapping[Algorithm, Path] = field(
-        default_factory=lambda: MappingProxyType({}), hash=False
-    )
+    """An endpoint's `certificate:` section; `options` belongs to the source's plugin."""
+
+    source: str
+    options: Any = field(default=None, repr=False, compare=False)
+    where: str = ""
+
+    def describe(self) -> str:
+        describe = getattr(self.options, "describe", None)
+        return str(describe()) if callable(describe) else f"from {self.source}"
+
+    def key_paths(self) -> tuple[Path, ...]:
+        """Private key files the source reads (for the one-key-per-host advice)."""
+        paths = getattr(self.options, "key_paths", None)
+        return tuple(paths()) if callable(paths) else ()
 
 
 @dataclass(frozen=True)
@@ -210,6 +163,15 @@ class EndpointConfig:
     installer: str | None = None  # a key of Config.installers
     certificate: CertificateConfig | None = None  # None: manage the records only
     policy: Policy = Policy()
+    # "inspect": look at the key every address presents before publishing (a failed look blocks
+    # publishing); "no-certificate": the operator says nothing is in service yet
+    bootstrap: str = "inspect"
+    # current+issuer: which issuer's 2 1 1 to publish ("root", "intermediate", or "pins": the
+    # operator's list in issuer_pins), and the CA bundle the root is looked up in
+    issuer: str = "root"
+    issuer_pins: tuple[str, ...] = ()
+    issuer_bundle: Path | None = None
+    max_records: int = 8  # TLSA records per owner this endpoint may want
     where: str = ""  # "FILE:LINE" of this endpoint
 
     @property
@@ -336,6 +298,7 @@ class _Builder:
         self.base = path.absolute().parent
         self.resolv_conf = resolv_conf
         self._endpoint_sections: list[tuple[Section, EndpointConfig]] = []
+        self._provider_plugins: dict[str, Any] = {}
 
     def build(self, root: yaml.MappingNode) -> Config | None:
         extensions = [k.value for k, _ in root.value if str(k.value).startswith("x-")]
@@ -443,196 +406,64 @@ class _Builder:
             return None
         return path
 
-    def _providers(self, top: Section) -> dict[str, ProviderConfig]:
-        out: dict[str, ProviderConfig] = {}
-        sec = top.section("providers", (), open_ended=True)
+    def _context(self, name: str, **kw: Any) -> registry.ParseContext:
+        return registry.ParseContext(name=name, base=self.base, secret_file=self._secret_file,
+                                     **kw)
+
+    def _edge(
+        self, kind: registry.Kind, sec: Section, ctx: registry.ParseContext, type_key: str = "type"
+    ) -> tuple[str, Any, Any] | None:
+        """(type, plugin, options) of one edge section, checked by its plugin; None after
+        reporting (unknown type, not loadable, not implemented yet, bad options)."""
+        etype = sec.get_str(type_key, required=True)
+        if etype is None:
+            return None
+        try:
+            plugin = registry.find(kind, etype)
+        except registry.PluginError as exc:
+            sec.bad(type_key, str(exc))
+            return None
+        options = registry.parse_section(plugin, sec, ctx, type_key)
+        if options is None:
+            return None
+        return etype, plugin, options
+
+    def _named_sections(self, top: Section, key: str, what: str) -> list[tuple[str, Section]]:
+        sec = top.section(key, (), open_ended=True)
         if sec is None:
-            return out
-        for name, (_knode, vnode) in sec.keys.items():
-            path = f"providers.{name}"
+            return []
+        out = []
+        for name, (knode, vnode) in sec.keys.items():
+            path = f"{key}.{name}"
             if not _NAME.match(name):
-                self.p.error(line_of(_knode), path, "provider names may use letters, digits, . _ -")
+                self.p.error(line_of(knode), path, f"{what} names may use letters, digits, . _ -")
                 continue
             if not isinstance(vnode, yaml.MappingNode):
                 self.p.error(line_of(vnode), path, "must be a mapping with at least 'type'")
                 continue
-            raw = Section(self.p, vnode, path, (), open_ended=True)
-            raw.line = line_of(_knode)
-            ptype = raw.get_str("type", required=True)
-            if ptype is None:
-                continue
-            built = self._provider(name, ptype, vnode, path, line_of(_knode))
-            if built is not None:
-                out[name] = built
+            esec = Section(self.p, vnode, path, (), open_ended=True)
+            esec.line = line_of(knode)
+            out.append((name, esec))
         return out
 
-    def _provider(
-        self, name: str, ptype: str, node: yaml.MappingNode, path: str, line: int
-    ) -> ProviderConfig | None:
-        where = f"{self.p.file}:{line}"
-        if ptype == "rfc2136":
-            keys = ("type", "server", "port", "tsig_key_name", "tsig_algorithm",
-                    "tsig_secret_file", "timeout")  # fmt: skip
-            sec = Section(self.p, node, path, keys)
-            sec.line = line
-            server = sec.get_ip("server", required=True)
-            port = sec.get_int("port", 53, lo=1, hi=65535) or 53
-            key_name = sec.get_str("tsig_key_name")
-            if key_name is not None and (len(key_name.split()) != 1 or len(key_name) > 253):
-                sec.bad("tsig_key_name", f"{shown(key_name)} is not a TSIG key name")
-            algorithm = self._tsig_algorithm(sec)
-            secret = self._secret_file(sec, "tsig_secret_file", "TSIG secret file", False)
-            timeout = sec.get_float("timeout", 5.0, hi=300)
-            if sec.has("tsig_key_name") != sec.has("tsig_secret_file"):
-                given, other = (
-                    ("tsig_key_name", "tsig_secret_file")
-                    if sec.has("tsig_key_name")
-                    else ("tsig_secret_file", "tsig_key_name")
-                )
-                sec.bad(given, f"needs {other} as well (TSIG key name and secret go together)")
-            if server is None:
-                return None
-            return RFC2136Config(
-                name=name,
-                server=server,
-                port=port,
-                tsig_key_name=key_name,
-                tsig_algorithm=algorithm,
-                tsig_secret_file=secret,
-                timeout=timeout,
-                where=where,
-            )
-        if ptype == "route53":
-            r53_keys = ("type", "hosted_zone_id", "region", "endpoint_url", "aws_profile")
-            sec = Section(self.p, node, path, r53_keys)
-            sec.line = line
-            endpoint_url = sec.get_str("endpoint_url")
-            if endpoint_url and not re.match(r"^https?://[^/\s]+", endpoint_url):
-                sec.bad("endpoint_url", f"{shown(endpoint_url)} is not an http(s) URL")
-            return Route53Config(
-                name=name,
-                hosted_zone_id=sec.get_str("hosted_zone_id"),
-                region=sec.get_str("region"),
-                endpoint_url=endpoint_url,
-                aws_profile=sec.get_str("aws_profile"),
-                where=where,
-            )
-        known = available_provider_types()
-        if ptype not in known:
-            sec = Section(self.p, node, path, (), open_ended=True)
-            names = ", ".join(sorted(known))
-            sec.bad("type", f"unknown provider type {shown(ptype)} (known: {names})")
-            return None
-        ok, options = self.p.construct(node, path)
-        if not ok or not isinstance(options, dict):
-            return None
-        options.pop("type", None)
-        return GenericProviderConfig(
-            name=name, type=ptype, options=MappingProxyType(options), where=where
-        )
-
-    def _tsig_algorithm(self, sec: Section) -> str:
-        value = sec.get_str("tsig_algorithm")
-        if value is None:
-            return "hmac-sha256"
-        alg = value.lower().rstrip(".")
-        if alg in TSIG_ALGORITHMS:
-            return alg
-        if alg in TSIG_WEAK:
-            sec.warn("tsig_algorithm", f"{alg} is weak; prefer hmac-sha256")
-            return alg
-        if alg in TSIG_REFUSED:
-            sec.bad("tsig_algorithm", "hmac-md5 is broken and refused; use hmac-sha256")
-        else:
-            allowed = ", ".join((*TSIG_ALGORITHMS, *TSIG_WEAK))
-            sec.bad("tsig_algorithm", f"unknown TSIG algorithm {shown(value)} (allowed: {allowed})")
-        return "hmac-sha256"
+    def _providers(self, top: Section) -> dict[str, ProviderConfig]:
+        out: dict[str, ProviderConfig] = {}
+        for name, sec in self._named_sections(top, "providers", "provider"):
+            built = self._edge("provider", sec, self._context(name))
+            if built is not None:
+                ptype, plugin, options = built
+                self._provider_plugins[name] = (plugin, options)
+                out[name] = ProviderConfig(name, ptype, options, f"{self.p.file}:{sec.line}")
+        return out
 
     def _installers(self, top: Section) -> dict[str, InstallerConfig]:
         out: dict[str, InstallerConfig] = {}
-        sec = top.section("installers", (), open_ended=True)
-        if sec is None:
-            return out
-        keys = ("type", "directory", "reload_command", "command", "file_mode", "group",
-                "file_name", "key_name", "chain_name")  # fmt: skip
-        for name, (knode, vnode) in sec.keys.items():
-            path = f"installers.{name}"
-            if not _NAME.match(name):
-                self.p.error(line_of(knode), path, "installer names may use letters, digits, . _ -")
-                continue
-            if not isinstance(vnode, yaml.MappingNode):
-                self.p.error(line_of(vnode), path, "must be a mapping with at least 'type'")
-                continue
-            isec = Section(self.p, vnode, path, keys)
-            isec.line = line_of(knode)
-            itype = isec.get_str("type", required=True)
-            if itype is not None and itype not in INSTALLER_TYPES:
-                isec.bad("type", f"unknown installer type {shown(itype)} "
-                         f"(known: {', '.join(INSTALLER_TYPES)})")  # fmt: skip
-                itype = None
-            directory = isec.get_path(
-                "directory", self.base, required=itype is not None, must_exist="dir"
-            )
-            reload_command = isec.get_command("reload_command")
-            if reload_command is None:
-                reload_command = INSTALLER_TYPES.get(itype or "", ())
-            command = isec.get_command("command")
-            if itype == "command" and not command:
-                if not isec.has("command"):
-                    isec.missing("command")
-                elif command == ():
-                    isec.bad("command", "must not be empty")
-            elif itype not in (None, "command") and isec.has("command"):
-                isec.bad("command", f"only for type command (this is type {itype})")
-            file_mode = isec.get_mode("file_mode", 0o600)
-            group = isec.get_str("group")
-            if file_mode & 0o007:
-                isec.bad(
-                    "file_mode",
-                    f"{file_mode:04o} lets everyone read the private key; use 0600 (or 0640 "
-                    "with group)",
-                )
-            elif file_mode & 0o070 and group is None:
-                isec.warn("file_mode", f"{file_mode:04o} gives the group access to the private key")
-            file_name = self._name_pattern(isec, "file_name") or DEFAULT_FILE_NAME
-            key_name = self._name_pattern(isec, "key_name")
-            chain_name = self._name_pattern(isec, "chain_name")
-            if isec.has("key_name") != isec.has("chain_name"):
-                given, other = (
-                    ("key_name", "chain_name")
-                    if isec.has("key_name")
-                    else ("chain_name", "key_name")
-                )
-                isec.bad(given, f"needs {other} as well (separate key and chain files)")
-            elif key_name is not None and key_name == chain_name:
-                isec.bad("chain_name", "must differ from key_name")
-            if itype is None:
-                continue
-            out[name] = InstallerConfig(
-                name=name,
-                type=itype,
-                directory=directory,
-                reload_command=reload_command,
-                command=command or (),
-                file_mode=file_mode,
-                group=group,
-                file_name=file_name,
-                key_name=key_name,
-                chain_name=chain_name,
-                where=f"{self.p.file}:{line_of(knode)}",
-            )
+        for name, sec in self._named_sections(top, "installers", "installer"):
+            built = self._edge("installer", sec, self._context(name))
+            if built is not None:
+                itype, _plugin, options = built
+                out[name] = InstallerConfig(name, itype, options, f"{self.p.file}:{sec.line}")
         return out
-
-    def _name_pattern(self, sec: Section, key: str) -> str | None:
-        pattern = sec.get_str(key)
-        if pattern is None:
-            return None
-        try:
-            format_file_name(pattern, _SAMPLE_SLOT)
-        except ValueError as exc:
-            sec.bad(key, str(exc))
-            return None
-        return pattern  # collisions between slots are checked per endpoint, where they happen
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -717,8 +548,16 @@ class _Builder:
         if installer is not None and installer not in installers:
             known = ", ".join(sorted(installers)) or "none"
             sec.bad("installer", f"unknown installer {shown(installer)} (configured: {known})")
-        certificate = self._certificate(sec, algorithms, acme)
+        certificate, source_plugin = self._certificate(sec, host or "", algorithms, acme)
+        self._capabilities(sec, provider, certificate, source_plugin)
         policy = self._policy(sec)
+        issuer, pins, bundle = self._issuer(sec, scheme)
+        max_records = sec.get_int("max_records", 8, lo=2, hi=64) or 8
+        bootstrap = sec.get_str("bootstrap") or "inspect"
+        if bootstrap not in BOOTSTRAP_MODES:
+            sec.bad("bootstrap", f"unknown bootstrap mode {bootstrap[:40]!r} (allowed: "
+                    f"{' | '.join(BOOTSTRAP_MODES)})")
+            bootstrap = "inspect"
         if host is None or provider is None:
             return None
         return EndpointConfig(
@@ -734,8 +573,47 @@ class _Builder:
             installer=installer,
             certificate=certificate,
             policy=policy,
+            bootstrap=bootstrap,
+            issuer=issuer,
+            issuer_pins=pins,
+            issuer_bundle=bundle,
+            max_records=max_records,
             where=f"{self.p.file}:{sec.line}",
         )
+
+    def _issuer(self, sec: Section,
+                scheme: Scheme) -> tuple[str, tuple[str, ...], Path | None]:
+        """issuer: root (default; the how-to prefers it) | intermediate | a list of 2 1 1 pins."""
+        if scheme != Scheme.CURRENT_ISSUER:
+            for key in ("issuer", "issuer_bundle"):
+                if sec.has(key):
+                    sec.bad(key, "only for scheme current+issuer")
+            return "root", (), None
+        bundle = sec.get_path("issuer_bundle", self.base, must_exist="file")
+        node = sec.value_node("issuer")
+        choice, pins = "root", []
+        if isinstance(node, yaml.SequenceNode):
+            choice = "pins"
+            for path, item in sec.sequence("issuer"):
+                ok, value = self.p.construct(item, path)
+                text = " ".join(str(value).lower().split()) if ok else ""
+                if not _PIN.match(text):
+                    self.p.error(line_of(item), path, "must be a DANE-TA pin '2 1 1 <64 hex "
+                                 "digits>' (rollover tlsa --bundle FILE --issuer root prints it)")
+                elif text not in pins:
+                    pins.append(text)
+            if not pins and not self.p.errors:
+                sec.bad("issuer", "must list at least one pin")
+        elif node is not None:
+            value = sec.get_str("issuer") or "root"
+            if value not in ISSUER_CHOICES:
+                sec.bad("issuer", f"unknown issuer choice {value[:40]!r} (allowed: root | "
+                        "intermediate | a list of '2 1 1 <hex>' pins)")
+            else:
+                choice = value
+        if choice == "root" and bundle is None:
+            bundle = SYSTEM_CA_BUNDLE
+        return choice, tuple(pins), bundle
 
     def _scheme(self, sec: Section) -> Scheme:
         value = sec.get_str("scheme")
@@ -779,67 +657,40 @@ class _Builder:
         return tuple(out) or DEFAULT_ALGORITHMS
 
     def _certificate(
-        self, sec: Section, algorithms: tuple[Algorithm, ...], acme: AcmeConfig | None
-    ) -> CertificateConfig | None:
+        self, sec: Section, host: str, algorithms: tuple[Algorithm, ...],
+        acme: AcmeConfig | None,
+    ) -> tuple[CertificateConfig | None, Any]:
         if not sec.has("certificate"):
-            return None
-        csec = sec.section("certificate", ("source", "profile", "files", "lineages"))
+            return None, None
+        csec = sec.section("certificate", (), open_ended=True)
         if csec is None:
-            return None
-        source = csec.get_str("source", required=True)
-        if source is None:
-            return None
-        if source not in CERT_SOURCES:
-            allowed = " | ".join(CERT_SOURCES)
-            csec.bad("source", f"unknown source {shown(source)} (allowed: {allowed})")
-            return None
-        if source == "acme" and acme is None:
-            csec.bad("source", "acme needs a top-level acme section with a directory URL")
-        profile = csec.get_str("profile")
-        if profile is not None and source != "acme":
-            csec.bad("profile", "only for source acme")
-        files: dict[Algorithm, CertFiles] = {}
-        lineages: dict[Algorithm, Path] = {}
-        for key, wanted in (("files", "files"), ("lineages", "certbot")):
-            if csec.has(key) and source != wanted:
-                csec.bad(key, f"only for source {wanted}")
-            elif source == wanted:
-                self._per_algorithm(csec, key, algorithms, files, lineages)
-        return CertificateConfig(
-            source=source,
-            profile=profile,
-            files=MappingProxyType(files),
-            lineages=MappingProxyType(lineages),
-        )
+            return None, None
+        ctx = self._context(host, algorithms=algorithms, acme=acme)
+        built = self._edge("source", csec, ctx, type_key="source")
+        if built is None:
+            return None, None
+        source, plugin, options = built
+        return CertificateConfig(source, options, f"{self.p.file}:{csec.line}"), plugin
 
-    def _per_algorithm(
-        self,
-        csec: Section,
-        key: str,
-        algorithms: tuple[Algorithm, ...],
-        files: dict[Algorithm, CertFiles],
-        lineages: dict[Algorithm, Path],
+    def _capabilities(
+        self, sec: Section, provider: str | None, certificate: CertificateConfig | None,
+        source: Any,
     ) -> None:
-        names = [a.value for a in algorithms]
-        asec = csec.section(key, names, required=True)
-        if asec is None or asec.node is None:
+        """The endpoint's provider must write TLSA records (and what its source needs, e.g.
+        TXT for ACME DNS-01), as its plugin declares in SUPPORTS."""
+        plugin, options = self._provider_plugins.get(provider or "", (None, None))
+        supports_for = getattr(plugin, "supports_for", None)
+        supports = supports_for(options) if callable(supports_for) else None
+        if supports is None or provider is None:
             return
-        for alg in algorithms:
-            if not asec.has(alg.value):
-                asec.missing(alg.value)
-                continue
-            if key == "lineages":
-                lineage = asec.get_path(alg.value, self.base)
-                if lineage is not None:
-                    lineages[alg] = lineage
-                continue
-            fsec = asec.section(alg.value, ("chain", "key"))
-            if fsec is None:
-                continue
-            chain = fsec.get_path("chain", self.base, required=True)
-            keyp = fsec.get_path("key", self.base, required=True)
-            if chain and keyp:
-                files[alg] = CertFiles(chain=chain, key=keyp)
+        ptype = getattr(plugin, "TYPE", "?")
+        if not supports.allows("TLSA"):
+            sec.bad("provider", f"{provider} ({ptype}) cannot write TLSA records")
+        for rtype in getattr(source, "REQUIRES_RTYPES", ()):
+            if not supports.allows(rtype):
+                assert certificate is not None
+                sec.bad("certificate", f"source {certificate.source} needs {rtype} records, "
+                        f"which provider {provider} ({ptype}) cannot write")
 
     def _policy(self, sec: Section) -> Policy:
         psec = sec.section(
@@ -899,8 +750,7 @@ class _Builder:
         cert = ep.certificate
         if cert is None:
             return
-        paths = [f.key for f in cert.files.values()] + list(cert.lineages.values())
-        for key_path in paths:
+        for key_path in cert.key_paths():
             other = users.setdefault(key_path, (ep.host, sec.line))
             if other[0] != ep.host:
                 sec.warn(
@@ -909,9 +759,3 @@ class _Builder:
                     "advises one key per MX host",
                 )
 
-
-def available_provider_types() -> set[str]:
-    """Built-in provider types plus those registered under the `rollover.providers` entry points."""
-    names = set(BUILTIN_PROVIDER_TYPES)
-    names.update(ep.name for ep in entry_points(group="rollover.providers"))
-    return names

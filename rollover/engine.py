@@ -28,9 +28,11 @@ from rollover.errors import (
     ProviderError,
     StateError,
 )
-from rollover.model import Observation, PresentedChain, SlotId
+from rollover.issuers import IssuerError, issuer_chain
+from rollover.model import Observation, PresentedChain, Scheme, SlotId
 from rollover.providers.base import Change, Provider
 from rollover.report import SlotReport
+from rollover.sources import CertSourceError
 from rollover.state import StateStore
 
 log = logging.getLogger("rollover.engine")
@@ -109,7 +111,15 @@ def policy_for(endpoint: EndpointConfig) -> m.Policy:
         retire_grace=p.retire_grace,
         min_wait=p.min_wait,
         certificates=endpoint.certificate is not None,
+        inspect_live=endpoint.bootstrap != "no-certificate",
+        scheme=endpoint.scheme.value,
+        issuer_pins=frozenset(endpoint.issuer_pins),
+        max_records=endpoint.max_records,
     )
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 class Engine:
@@ -302,7 +312,9 @@ class Engine:
                 if result.wake_at is not None and result.wake_at <= now:
                     continue  # the phase moved on without an action: look again at once
                 log.info("%s: %s", slot, result.reason)
-                return SlotReport(slot, st, result.reason, None, result.wake_at, done)
+                blind = st.phase == m.Phase.NEW and not st.live_checked and st.last_error
+                return SlotReport(slot, st, result.reason, None, result.wake_at, done,
+                                  result.reason if blind else None)
             action = result.action
             log.info("%s: %s", slot, action.describe())
             try:
@@ -315,6 +327,13 @@ class Engine:
             st = m.apply(st, event, policy, self.clock.now())
             self._save(doc, st)
             done.append(action.describe())
+            if isinstance(event, m.LiveUnseen):
+                # Nothing else can progress for this slot until the look succeeds: say so
+                # with a non-zero exit rather than wait quietly.
+                reason = (f"blocked: {event.error}; can't see the key in service, so nothing "
+                          "is published")
+                log.warning("%s: %s", slot, reason)
+                return SlotReport(slot, st, reason, None, st.retry_at, done, reason)
         return SlotReport(
             slot,
             st,
@@ -389,15 +408,21 @@ class Engine:
         key_pem = self.edges.store.read_key(action.key_id)
         try:
             issued = source.order(ep, st.slot, key_pem)
-        except (AcmeError, ProviderError) as exc:
+        except (AcmeError, ProviderError, CertSourceError) as exc:
             return m.Failed(self.clock.now(), f"order for key {action.key_id}: {exc}")
         leaf = x509.load_pem_x509_certificate(issued.chain_pem)
         key = st.key_by_id(action.key_id)
         assert key is not None
         if tlsa.tlsa_record(leaf, 3, 1, 1).data.hex() != key.spki_sha256:
             return m.Failed(self.clock.now(), "the CA returned a certificate for another key")
+        chain_pem, issuers = issued.chain_pem, tuple[str, ...]()
+        if ep.scheme == Scheme.CURRENT_ISSUER:
+            try:
+                chain_pem, issuers = issuer_chain(issued.chain_pem, ep)
+            except IssuerError as exc:
+                return m.Failed(self.clock.now(), f"order for key {action.key_id}: {exc}")
         rel = f"certs/{st.slot.key.replace(':', '_')}-{issued.serial}.pem"
-        self.edges.store.write_file(rel, issued.chain_pem, 0o644)
+        self.edges.store.write_file(rel, chain_pem, 0o644)
         now = self.clock.now()
         return m.CertIssued(
             now,
@@ -409,6 +434,7 @@ class Engine:
                 rel,
                 issued.renew_at,
                 issued.ari_retry_after,
+                issuers,
             ),
         )
 
@@ -500,15 +526,26 @@ class Engine:
 
     def _inspect_live(self, ep: EndpointConfig, st: m.SlotState) -> m.Event:
         """Bootstrap: the keys the server presents now, so their 3 1 1 go out with ours and
-        the certificate in service keeps matching until ours replaces it."""
+        the certificate in service keeps matching until ours replaces it. A look that fails for
+        a reason other than "nothing of this algorithm is served there" blocks publishing."""
+        now = self.clock.now()
+        if ep.bootstrap == "no-certificate":
+            return m.LiveSeen(now)  # the operator says nothing is in service
+        if self.edges.prober is None:
+            return m.LiveUnseen(now, "no prober to look at the server with")
         seen: set[str] = set()
-        if self.edges.prober is not None:
-            for presented in self.edges.prober.probe(ep, st.slot):
-                if presented.chain:
-                    seen.add(f"3 1 1 {tlsa.spki_sha256_hex(presented.chain[0])}")
-                else:
-                    log.info("%s: %s presents nothing for %s: %s", st.slot, presented.address,
-                             st.slot.algorithm.value, presented.error)
+        blind: list[str] = []
+        for presented in self.edges.prober.probe(ep, st.slot):
+            if presented.chain:
+                seen.add(f"3 1 1 {tlsa.spki_sha256_hex(presented.chain[0])}")
+            elif presented.nothing_served:
+                log.info("%s: %s:%d presents nothing for %s: %s", st.slot, presented.address,
+                         ep.port, st.slot.algorithm.value, presented.error)
+            else:
+                blind.append(f"{_hostport(presented.address, ep.port)}: "
+                             f"{presented.error or 'no certificate'}")
+        if blind:
+            return m.LiveUnseen(self.clock.now(), "; ".join(blind))
         return m.LiveSeen(self.clock.now(), frozenset(seen))
 
     def _rollback(self, ep: EndpointConfig, st: m.SlotState) -> m.Event:
@@ -525,17 +562,11 @@ class Engine:
     def _where(self, ep: EndpointConfig, action: m.Action) -> str:
         """Where an action would go, from the configuration alone (plan builds no edges)."""
         if isinstance(action, m.OrderCert) and ep.certificate is not None:
-            acme = self.config.acme
-            if ep.certificate.source == "acme" and acme is not None:
-                return f" from {acme.directory}"
-            return f" from {ep.certificate.source}"
+            return f" {ep.certificate.describe()}"
         if isinstance(action, m.InstallCert):
             ic = self.config.installer_for(ep)
             if ic is not None:
-                files = ", ".join(str(ic.directory / n) if ic.directory else n
-                                  for n in ic.file_names(action.slot))
-                reload = " ".join(ic.reload_command) or "no reload"
-                return f" into {files}; then {reload}"
+                return f" {ic.describe(action.slot)}"
         return ""
 
     def _simulate(self, ep: EndpointConfig, st: m.SlotState, obs: Observation) -> SlotReport:

@@ -284,3 +284,6 @@ class PresentedChain:
     address: str
     chain: tuple[x509.Certificate, ...] = ()
     error: str | None = None
+    # the error proves nothing of this algorithm is served there (connection refused, or the
+    # server's own handshake-failure alert); any other error means we could not see
+    nothing_served: bool = False

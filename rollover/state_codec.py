@@ -22,7 +22,7 @@ from typing import Any
 
 from rollover.clock import parse_time
 from rollover.display import clip
-from rollover.machine import KeyRole, Phase, RecordState
+from rollover.machine import KeyRole, Phase, RecordKind, RecordState
 from rollover.model import Algorithm, TLSARecord
 
 Check = Callable[[Any], str | None]  # None when fine, else what it must be
@@ -195,6 +195,7 @@ RECORD = Table("record", {
     "key_id": F(KEY_ID, null=True),
     "state": F(choice(RecordState), required=True),
     "since": F(timestamp, required=True),
+    "kind": F(choice(RecordKind)),  # absent in state files written before record kinds
 })
 
 CERT = Table("certificate", {
@@ -206,6 +207,7 @@ CERT = Table("certificate", {
     "chain_file": F(BLOB, required=True),
     "renew_at": F(timestamp, null=True),
     "ari_retry_after": F(timestamp, null=True),
+    "issuers": F(ListOf(rdata, 64)),  # current+issuer: the chain's 2 1 1 records
 })
 
 ANSWER = Table("answer", {

@@ -241,4 +241,4 @@ def test_unreachable_address_is_a_failed_chain(capsys: pytest.CaptureFixture[str
     code, out, _ = check(capsys, HOSTNAME, "--address", "127.0.0.1", "--port", "9",
                          "--algorithm", "rsa2048", "--tlsa", "3 1 1 " + "ab" * 32)
     assert code == ExitStatus.ERROR
-    assert out.splitlines()[0] == "FAIL  127.0.0.1:9 rsa2048: connection refused"
+    assert out.splitlines()[0] == "FAIL  127.0.0.1:9 rsa2048: connection refused (nothing listens)"

@@ -18,16 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from rollover import registry
 from rollover.confcheck import parse_duration
 from rollover.config import (
     Config,
     ConfigFileError,
-    RFC2136Config,
     load_config,
     system_resolvers,
 )
 from rollover.errors import ConfigError, ExitStatus
 from rollover.model import Algorithm, Scheme, SlotId
+from rollover.providers.rfc2136 import RFC2136Options
 
 HERE = Path(__file__).parent
 CORPUS = HERE / "config_corpus"
@@ -144,8 +145,8 @@ def test_example_loads(tmp_path: Path) -> None:
     assert config.state_dir == Path("/var/lib/rollover")
     assert config.resolver == ("192.0.2.53", "2001:db8::53")
     assert config.acme is not None and config.acme.directory is not None
-    provider = config.providers["primary"]
-    assert isinstance(provider, RFC2136Config)
+    provider = config.providers["primary"].options
+    assert isinstance(provider, RFC2136Options)
     assert provider.tsig_algorithm == "hmac-sha256"
     assert provider.read_secret() == (EXAMPLE.parent / "tsig.key.example").read_text().strip()
     assert [e.host for e in config.endpoints] == ["mail.example.nl", "mail2.example.nl"]
@@ -155,8 +156,8 @@ def test_example_loads(tmp_path: Path) -> None:
     assert ep.policy.key_lifetime == 60 * 86400
     assert ep.policy.retire_grace == 3600
     assert config.installer_for(ep) is not None
-    assert config.installers["postfix"].reload_command == ("postfix", "reload")
-    assert config.installers["postfix"].file_mode == 0o600
+    assert config.installers["postfix"].options.command == ("postfix", "reload")
+    assert config.installers["postfix"].options.file_mode == 0o600
     assert config.endpoint_slots() == [
         SlotId("mail.example.nl", 25, Algorithm.ECDSA_P256),
         SlotId("mail.example.nl", 25, Algorithm.RSA2048),
@@ -184,8 +185,8 @@ def test_defaults(cfgdir: Path) -> None:
     assert ep.algorithms == (Algorithm.ECDSA_P256,)
     assert ep.certificate is None and ep.installer is None
     assert ep.where == f"{path}:4"
-    p = config.providers["p"]
-    assert isinstance(p, RFC2136Config)
+    p = config.providers["p"].options
+    assert isinstance(p, RFC2136Options)
     assert (p.server, p.port, p.tsig_key_name, p.timeout) == ("::1", 53, None, 5.0)
     assert p.read_secret() is None
 
@@ -220,7 +221,7 @@ def test_warnings(cfgdir: Path) -> None:
         ],
         path,
     )
-    assert config.providers["p"].tsig_algorithm == "hmac-sha1"  # type: ignore[union-attr]
+    assert config.providers["p"].options.tsig_algorithm == "hmac-sha1"
 
 
 def test_missing_resolver_uses_resolv_conf(cfgdir: Path) -> None:
@@ -234,28 +235,32 @@ def test_missing_resolver_uses_resolv_conf(cfgdir: Path) -> None:
     assert system_resolvers(cfgdir / "nonexistent") == ()
 
 
+class SchemaLess:
+    """A third-party provider class without a schema of its own."""
+
+    @classmethod
+    def from_options(cls, name: str, options: dict[str, object]) -> SchemaLess:
+        return cls()
+
+
 def test_third_party_provider_options_pass_through(
     cfgdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rollover.config as config_module
-
-    monkeypatch.setattr(
-        config_module, "available_provider_types", lambda: {"rfc2136", "route53", "acmedns"}
-    )
+    monkeypatch.setitem(registry.EXTRA, ("provider", "acmedns"), SchemaLess)
     path = cfgdir / "r.yaml"
     path.write_text(
         "resolver: [127.0.0.1]\n"
         "providers:\n"
         "  x: {type: acmedns, url: 'https://auth.example', anything: [1, 2]}\n"
-        "  r53: {type: route53, region: eu-west-1}\n"
+        "  p: {type: rfc2136, server: 127.0.0.11}\n"
         "endpoints: [{host: mail.example.test, provider: x}]\n"
     )
     config = load(path)
     assert "auth.example" not in repr(config)  # third-party options may hold secrets
     x = config.providers["x"]
     assert x.type == "acmedns"
-    assert dict(x.options) == {"url": "https://auth.example", "anything": [1, 2]}  # type: ignore[union-attr]
-    assert config.providers["r53"].type == "route53"
+    assert dict(x.options) == {"url": "https://auth.example", "anything": [1, 2]}
+    assert config.providers["p"].type == "rfc2136"
 
 
 @pytest.mark.parametrize(

@@ -282,7 +282,8 @@ def test_timeout_names_server_and_limit(silent_server: tuple[str, int]) -> None:
     with pytest.raises(ProviderError) as err:
         provider.apply(Change("example.test.", "_25._tcp.mail.example.test.", "TLSA", 300,
                               add=frozenset({R1})))
-    assert str(err.value).startswith(f"server {host}:{port} did not answer within 0.3s")
+    assert str(err.value).startswith(
+        f"provider p (rfc2136): server {host}:{port} did not answer within 0.3s")
 
 
 # -- construction and options (pure) ---------------------------------------------------------------
@@ -354,15 +355,17 @@ def test_from_options_refuses_loose_secret_file(tmp_path: Path, mode: int) -> No
 
 @pytest.mark.parametrize("opts,match", [
     ({"tsig_secret_file": "/nonexistent/tsig.secret"}, "does not exist"),
-    ({"server": None}, "server is required"),
-    ({"tsig_key_name": ""}, "tsig_key_name is required"),
-    ({"port": "53"}, "port must be an integer"),
-    ({"port": 0}, "port must be an integer"),
-    ({"port": True}, "port must be an integer"),
-    ({"timeout": -1}, "timeout must be a positive number"),
+    ({"server": None}, "server: missing"),
+    ({"server": "ns1.example.test"}, "server: must be an IP address"),
+    ({"tsig_key_name": ""}, "tsig_key_name: must be a non-empty string"),
+    ({"tsig_key_name": None}, "tsig_secret_file: needs tsig_key_name"),
+    ({"port": "53"}, "port: must be an integer"),
+    ({"port": 0}, r"port: 0 is out of range"),
+    ({"port": True}, "port: must be an integer"),
+    ({"timeout": -1}, "timeout: -1 is out of range"),
     ({"tsig_algorithm": "md5"}, "unknown TSIG algorithm"),
-    ({"tsig_algorithm": 5}, "tsig_algorithm must be a string"),
-    ({"tsig_secret": "inline"}, "unknown option"),
+    ({"tsig_algorithm": 5}, "tsig_algorithm: must be a non-empty string"),
+    ({"tsig_secret": "inline"}, "tsig_secret: unknown key"),
 ])
 def test_from_options_errors(tmp_path: Path, opts: dict[str, Any], match: str) -> None:
     path = secret_file(tmp_path, 0o600)

@@ -9,7 +9,8 @@
 set -euo pipefail
 
 PACKAGES=(bind9 bind9-utils dnsutils knot knot-dnsutils pebble postfix ldnsutils swaks
-          libnet-ssleay-perl iproute2 openssl)
+          libnet-ssleay-perl iproute2 openssl
+          pdns-server pdns-backend-sqlite3)
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 
@@ -76,10 +77,11 @@ stop_pidfile() {
     pid=$(tr -dc '0-9' <"$pidfile")
     [[ -n "$pid" ]] && "${SUDO[@]}" kill -TERM "$pid" 2>/dev/null || true
 }
-for unit in named bind9 knot postfix; do stop_service "$unit"; done
+for unit in named bind9 knot postfix pdns; do stop_service "$unit"; done
 stop_pidfile /run/named/named.pid
 stop_pidfile /run/knot/knot.pid
 stop_pidfile /var/spool/postfix/pid/master.pid
+stop_pidfile /run/pdns/pdns.pid
 
 still=()
 for pkg in "${PACKAGES[@]}"; do

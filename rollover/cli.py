@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from rollover import __version__
+from rollover.display import clip, printable
 from rollover.errors import ExitStatus, RolloverError
 
 # name -> (module, one-line help)
@@ -27,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tlsa": ("rollover.cmd_tlsa", "TLSA records from certificates, keys or CA bundles"),
     "certbot-hook": ("rollover.cmd_certbot", "certbot deploy hook: record and stage, never fail"),
     "init": ("rollover.cmd_init", "write a starting configuration"),
+    "transitions": ("rollover.cmd_transitions", "the state machine's transitions table"),
 }
 
 DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"
@@ -36,7 +38,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so main() owns the exit status."""
 
     def error(self, message: str) -> NoReturn:
-        raise _UsageExit(f"{self.prog}: {message}")
+        # argparse quotes the offending argument: keep it short and free of control characters
+        raise _UsageExit(f"{self.prog}: error: {clip(message, 300)}")
 
 
 class _UsageExit(Exception):
@@ -79,7 +82,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return int(exc.code or 0)
         _setup_logging(args.verbose)
         if not args.command:
-            parser.print_help(sys.stderr)
+            print(f"rollover: error: no COMMAND given (one of {', '.join(COMMANDS)}); "
+                  "rollover --help tells more", file=sys.stderr)
             return ExitStatus.USAGE
         if getattr(args, "_missing", False):
             print(f"rollover {args.command}: not implemented yet", file=sys.stderr)
@@ -87,7 +91,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         module = importlib.import_module(args._module)
         return int(module.run(args, env))
     except RolloverError as exc:
-        print(f"rollover: error: {exc}", file=sys.stderr)
+        # one line per problem (a config error lists them all); none can drive the terminal
+        lines = "\n".join(printable(line) for line in str(exc).split("\n"))
+        print(f"rollover: error: {lines}", file=sys.stderr)
         return int(exc.exit_status)
     except KeyboardInterrupt:
         print("rollover: interrupted", file=sys.stderr)

@@ -20,8 +20,9 @@ from typing import Any
 
 from cryptography import x509
 
-from rollover import dane, tlsa
+from rollover import argtypes, dane, tlsa
 from rollover.clock import SystemClock
+from rollover.display import clip, printable
 from rollover.errors import ExitStatus, InputError, ObserveError, UsageError
 from rollover.model import Algorithm, Endpoint, TLSARecord
 
@@ -50,23 +51,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("host", help="mail server host name (the MX target)")
-    parser.add_argument("--port", type=int, default=25, help="TCP port (default 25)")
+    parser.add_argument("--port", type=argtypes.integer(1, 65535), default=25,
+                        help="TCP port (default 25)")
     parser.add_argument("--address", action="append", default=[], metavar="IP",
                         help="probe this address (repeatable; default: all A and AAAA of HOST)")
     parser.add_argument("--algorithm", action="append", default=[], metavar="ALG",
                         choices=[a.value for a in Algorithm],
                         help="key algorithm to ask for (repeatable; default ecdsa-p256 and "
                              "rsa2048)")
-    parser.add_argument("--chain", metavar="FILE",
+    parser.add_argument("--chain", metavar="FILE", type=argtypes.path,
                         help="check this chain file (PEM, leaf first) instead of the live server")
     parser.add_argument("--tlsa", action="append", default=[], metavar='"U S M HEX"',
                         help="check against this record instead of DNS (repeatable)")
     parser.add_argument("--resolver", action="append", default=[], metavar="IP",
                         help="resolver for discovery (repeatable; default: the config's)")
-    parser.add_argument("--config", metavar="PATH",
+    parser.add_argument("--config", metavar="PATH", type=argtypes.path,
                         help=f"configuration file for `resolver` (default {DEFAULT_CONFIG})")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds per network step (default 10)")
+    parser.add_argument("--timeout", type=argtypes.seconds(3600), default=10.0,
+                        help="seconds per network step (default 10, at most 3600)")
     parser.add_argument("--tls", choices=("1.2", "1.3"), default="1.2",
                         help="TLS version used to force each algorithm (default 1.2)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -160,7 +162,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def _check_host(text: str) -> str:
     if not _HOST.match(text):
-        raise UsageError(f"host {text!r} is not a valid host name")
+        raise UsageError(f"host '{clip(text, 60)}' is not a valid host name")
     return text.rstrip(".").lower()
 
 
@@ -174,7 +176,7 @@ def _check_ip(text: str, what: str) -> str:
     try:
         return str(ipaddress.ip_address(text.strip().strip("[]")))
     except ValueError:
-        raise UsageError(f"{what} {text!r} is not an IP address") from None
+        raise UsageError(f"{what} '{clip(text, 60)}' is not an IP address") from None
 
 
 def _parse_tlsa(texts: Sequence[str]) -> list[TLSARecord]:
@@ -192,8 +194,12 @@ def _parse_tlsa(texts: Sequence[str]) -> list[TLSARecord]:
 def _load_chain(path: str) -> ChainSource:
     material = tlsa.load_material(path)  # MissingInputError / InputError, one line
     if not material.certificates:
-        raise InputError(f"{path}: holds no certificate (a chain file starts with the leaf)")
-    return ChainSource(f"file {path}", None, None, material.certificates)
+        raise InputError(
+            f"{material.source}: holds no certificate (a chain file starts with the leaf)"
+        )
+    for note in material.notes:
+        print(f"rollover: warning: {note}", file=sys.stderr)
+    return ChainSource(f"file {material.source}", None, None, material.certificates)
 
 
 def _resolvers(args: argparse.Namespace) -> tuple[list[str], int, float]:
@@ -250,7 +256,10 @@ def _dns_sources(endpoint: Endpoint, resolvers: list[str], port: int,
     sources: list[RecordSource] = []
     for answer in obs.answers:
         error = None if answer.ok else (answer.error or answer.rcode)
-        records = frozenset(TLSARecord.from_text(r) for r in answer.records)
+        try:
+            records = frozenset(TLSARecord.from_text(r) for r in answer.records)
+        except ValueError as exc:  # a server's answer is untrusted: e.g. a 3 1 1 of 20 bytes
+            records, error = frozenset(), f"serves a malformed TLSA record: {exc}"
         sources.append(RecordSource(answer.label, records, error, answer.server, answer.address))
     for problem in obs.problems:
         sources.append(RecordSource(f"zone {obs.zone}", error=problem))
@@ -263,22 +272,25 @@ def _dns_sources(endpoint: Endpoint, resolvers: list[str], port: int,
 
 
 def _print(endpoint: Endpoint, outcomes: list[Outcome]) -> None:
-    out = sys.stdout
+    def say(line: str) -> None:
+        # labels, errors and reasons carry what servers and certificates said: escape them
+        print(printable(line), file=sys.stdout)
+
     for o in outcomes:
         if o.chain.error is not None:
-            print(f"FAIL  {o.chain.label}: {o.chain.error}", file=out)
+            say(f"FAIL  {o.chain.label}: {o.chain.error}")
             continue
         for src, verdict in o.verdicts:
             if verdict is None:
-                print(f"FAIL  {o.chain.label} vs {src.label}: {src.error}", file=out)
+                say(f"FAIL  {o.chain.label} vs {src.label}: {src.error}")
                 continue
             word = "OK  " if verdict.matched else "FAIL"
-            print(f"{word}  {o.chain.label} vs {src.label}: {verdict.reason}", file=out)
+            say(f"{word}  {o.chain.label} vs {src.label}: {verdict.reason}")
     bad = sum(1 for o in outcomes if not o.ok)
     total = len(outcomes)
     summary = (f"all {total} chain(s) match" if not bad else f"{bad} of {total} chain(s) do not "
                "match")
-    print(f"{endpoint.owner} {summary}", file=out)
+    say(f"{endpoint.owner} {summary}")
 
 
 def _leaf_info(chain: Sequence[x509.Certificate]) -> dict[str, Any] | None:

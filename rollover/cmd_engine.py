@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
-from rollover import report
+from rollover import argtypes, report
 from rollover.clock import Clock, SystemClock
 from rollover.config import Config, load_config
+from rollover.display import printable
 from rollover.errors import ExitStatus
 from rollover.report import SlotReport
 from rollover.wiring import build_engine
@@ -20,16 +21,18 @@ DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", metavar="PATH",
+    parser.add_argument("--config", "-c", metavar="PATH", type=argtypes.path,
                         help=f"configuration file (default $ROLLOVER_CONFIG or {DEFAULT_CONFIG})")
-    parser.add_argument("--state-dir", metavar="DIR", help="override state_dir of the config")
+    parser.add_argument("--state-dir", metavar="DIR", type=argtypes.path,
+                        help="override state_dir of the config")
     command = parser.prog.split()[-1]
     if command == "run":
         parser.add_argument("--wait", action="store_true",
                             help="keep going (polling) until nothing is left to do")
         parser.add_argument("--roll", action="store_true",
                             help="start a key rollover now (next key becomes current)")
-        parser.add_argument("--max-wait", type=float, default=86400.0, metavar="SECONDS",
+        parser.add_argument("--max-wait", type=argtypes.seconds(366 * 86400, zero=True),
+                            default=86400.0, metavar="SECONDS",
                             help="with --wait: give up waiting after this long (default 1 day)")
     if command in ("status", "plan"):
         parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -45,7 +48,7 @@ def load(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     config = load_config(Path(path))
     for warning in config.warnings:
         print(f"rollover: warning: {warning}", file=sys.stderr)
-    if args.state_dir:
+    if args.state_dir is not None:
         config = dataclasses.replace(config, state_dir=Path(args.state_dir))
     return config
 
@@ -62,17 +65,18 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = 
         print(report.text(reports, clock.now()))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
     engine = build_engine(config, clock, with_certs=False, create_state=False)
+    if command == "plan" or not getattr(args, "no_observe", False):
+        from rollover.probe import LiveProber
+
+        # looking at the live servers is read-only: plan does it as run would
+        engine.edges.prober = LiveProber(config.resolver, dns_port=config.dns.port,
+                                         dns_timeout=config.dns.timeout, timeout=5.0)
     if command == "plan":
         reports = engine.plan()
         now = clock.now()
         print(report.to_json(reports, now) if args.json else
               report.text(reports, now, heading="would next"))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
-    if not args.no_observe:
-        from rollover.probe import LiveProber
-
-        engine.edges.prober = LiveProber(config.resolver, dns_port=config.dns.port,
-                                         dns_timeout=config.dns.timeout, timeout=5.0)
     reports = engine.status(observe=not args.no_observe)
     now = clock.now()
     if args.nagios:
@@ -87,11 +91,11 @@ def _progress(reports: list[SlotReport], wake: datetime) -> None:
     now = SystemClock().now()
     waiting = "; ".join(f"{r.slot}: {r.reason}" for r in reports if r.wake_at)
     left = max(0.0, (wake - now).total_seconds())
-    sys.stderr.write(f"\r\033[K[{left:5.1f}s] {waiting[:150]}")
+    sys.stderr.write(f"\r\033[K[{left:5.1f}s] {printable(waiting[:150])}")
     sys.stderr.flush()
 
 
 def _progress_lines(reports: list[SlotReport], wake: datetime) -> None:
     for r in reports:
         if r.wake_at:
-            print(f"rollover: {r.slot}: {r.reason}", file=sys.stderr)
+            print(printable(f"rollover: {r.slot}: {r.reason}"), file=sys.stderr)

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 
 from cryptography import x509
 
-from rollover import tlsa
+from rollover import argtypes, tlsa
+from rollover.display import clip
 from rollover.errors import InputError, UsageError
 from rollover.model import USAGE_NAMES, TLSARecord
 
@@ -40,18 +41,21 @@ _HOST = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("files", nargs="+", metavar="FILE",
+    parser.add_argument("files", nargs="+", metavar="FILE", type=argtypes.path,
                         help="certificate, chain, CA bundle, public or private key (PEM or DER)")
-    parser.add_argument("--usage", type=int, choices=(0, 1, 2, 3), default=None,
+    parser.add_argument("--usage", type=argtypes.integer(0, 255), choices=(0, 1, 2, 3),
+                        default=None,
                         help="certificate usage: 3 DANE-EE (default), 2 DANE-TA "
                              "(default with --bundle)")
-    parser.add_argument("--selector", type=int, choices=(0, 1), default=1,
+    parser.add_argument("--selector", type=argtypes.integer(0, 255), choices=(0, 1), default=1,
                         help="0 full certificate, 1 SubjectPublicKeyInfo (default)")
-    parser.add_argument("--mtype", type=int, choices=(0, 1, 2), default=1,
+    parser.add_argument("--mtype", type=argtypes.integer(0, 255), choices=(0, 1, 2), default=1,
                         help="matching type: 0 full, 1 SHA2-256 (default), 2 SHA2-512")
     parser.add_argument("--host", help="mail server host name: print zone-file lines")
-    parser.add_argument("--port", type=int, default=None, help="TCP port of the owner (default 25)")
-    parser.add_argument("--ttl", type=int, default=None, help="TTL to put in zone-file lines")
+    parser.add_argument("--port", type=argtypes.integer(1, 65535), default=None,
+                        help="TCP port of the owner (default 25)")
+    parser.add_argument("--ttl", type=argtypes.integer(0, 2**31 - 1), default=None,
+                        help="TTL to put in zone-file lines")
     parser.add_argument("--rdata", action="store_true",
                         help="print only bare rdata lines (no owner, no comments)")
     parser.add_argument("--bundle", action="store_true",
@@ -68,6 +72,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if bundle_mode and usage != 2:
         raise UsageError("--bundle/--issuer emit DANE-TA records: --usage must be 2 (or left out)")
     materials = [tlsa.load_material(f) for f in args.files]
+    for note in (n for m in materials for n in m.notes):
+        print(f"rollover: warning: {note}", file=sys.stderr)
     if usage in (0, 1):
         print(f"rollover: warning: usage {usage} ({USAGE_NAMES[usage]}) is ignored by SMTP "
               "clients (RFC 7672 section 3.1.3); publish 3 (DANE-EE) or 2 (DANE-TA)",
@@ -100,7 +106,7 @@ def _check_output_options(args: argparse.Namespace) -> str | None:
             raise UsageError("--port and --ttl only apply to zone-file lines: give --host too")
         return None
     if not _HOST.match(args.host):
-        raise UsageError(f"--host {args.host!r} is not a valid host name")
+        raise UsageError(f"--host '{clip(args.host, 60)}' is not a valid host name")
     if args.port is not None and not 1 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is out of range (1-65535)")
     if args.ttl is not None and not 0 <= args.ttl <= 2**31 - 1:

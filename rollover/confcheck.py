@@ -7,19 +7,119 @@ Values of keys we do not know are never echoed (someone may have pasted a secret
 from __future__ import annotations
 
 import difflib
+import errno
 import ipaddress
+import os
 import re
 import shlex
+import stat
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
+
+from rollover.display import clip, looks_secret, shown, shown_path
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+MAX_DURATION = 10 * 365 * 86400  # ten years: longer is a typo (or an overflow) in every setting
+MAX_DEPTH = 64  # nesting of mappings and lists; real configs use about 6
+MAX_NODES = 100_000  # values after expanding aliases (a "billion laughs" document is refused)
+# Explicit core tags whose value must look like what the tag says before it is constructed
+# (the constructors fail with Python errors, not YAML ones, on e.g. `!!int "abc"`).
+_TAGGED = ("bool", "int", "float", "null", "timestamp")
+
+
+class LimitedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses documents nested deeper than MAX_DEPTH while composing (the
+    composer recurses: 100,000 levels would be a RecursionError)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def compose(text: str) -> yaml.Node | None:
+    """The node tree of one YAML document, with nesting and alias expansion limited.
+    Raises yaml.YAMLError (marked with the line where possible)."""
+    root = yaml.compose(text, Loader=LimitedLoader)
+    if root is not None:
+        check_expansion(root)
+    return root
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def check_expansion(root: yaml.Node) -> None:
+    """Refuse a tree whose aliases expand to more than MAX_NODES values, or that contains
+    itself (an alias inside its own anchor). Iterative: alias chains can be deep."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            size = 1 + sum(sizes[id(c)] for c in _children(node))
+            if size > MAX_NODES:
+                raise ComposerError(
+                    None, None,
+                    f"its aliases expand to more than {MAX_NODES} values (an alias bomb?)",
+                    node.start_mark,
+                )
+            sizes[key] = size
+            continue
+        if key in sizes:
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in on_path:
+                raise ComposerError(
+                    None, None, "an alias refers to a mapping or list that contains it",
+                    child.start_mark,
+                )
+            if id(child) not in sizes:
+                stack.append((child, False))
+
+
+def tag_problem(node: yaml.ScalarNode) -> str | None:
+    """Why an explicitly tagged core scalar (`!!int "abc"`) cannot be what its tag says."""
+    prefix = "tag:yaml.org,2002:"
+    if not node.tag.startswith(prefix) or node.tag[len(prefix):] not in _TAGGED:
+        return None
+    name = node.tag[len(prefix):]
+    value = node.value
+    resolvers = yaml.SafeLoader.yaml_implicit_resolvers.get(value[:1] if value else "", [])
+    if name == "null" and value in ("", "~"):
+        return None
+    if any(tag == node.tag and regexp.match(value) for tag, regexp in resolvers):
+        return None
+    return f"{shown(value)} is not a valid !!{name} value"
 
 
 def line_of(node: yaml.Node | None) -> int:
@@ -29,7 +129,16 @@ def line_of(node: yaml.Node | None) -> int:
 def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    key = safe_key(key)
     return f"{path}.{key}" if path else key
+
+
+def safe_key(key: str) -> str:
+    """A mapping key as shown in a message: as it is when it is a plain name, else quoted,
+    clipped and escaped (or hidden when it looks like a secret pasted as a key)."""
+    if _PLAIN_KEY.match(key) and not looks_secret(key):
+        return key
+    return shown(key, 40)
 
 
 @dataclass
@@ -56,11 +165,23 @@ class Problems:
 
     def construct(self, node: yaml.Node, path: str) -> tuple[bool, Any]:
         """Python value of `node` (deep). (False, None) after reporting when it cannot be built."""
+        if isinstance(node, yaml.ScalarNode):
+            problem = tag_problem(node)
+            if problem is not None:
+                self.error(line_of(node), path, problem)
+                return False, None
         try:
             return True, self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            self.error(line_of(node), path, f"bad value: {problem}")
+            self.error(line_of(node), path, f"bad value: {clip(problem, 100)}")
+            return False, None
+        except ValueError as exc:  # a value in the right shape but out of range
+            if node.tag.endswith(":int"):
+                reason = "a whole number with more than 4300 digits"
+            else:
+                reason = clip(str(exc).split(":")[0], 60)
+            self.error(line_of(node), path, f"bad value ({reason})")
             return False, None
 
 
@@ -74,12 +195,11 @@ def describe(node: yaml.Node, value: Any = None) -> str:
     if isinstance(value, bool):
         return f"{str(value).lower()} (a boolean)"
     if isinstance(value, int):
-        return f"the integer {value}"
+        return f"the integer {clip(str(value), 20)}"
     if isinstance(value, float):
         return f"the number {value}"
     if isinstance(value, str):
-        shown = value if len(value) <= 60 else value[:57] + "..."
-        return f"the string {shown!r}"
+        return f"the string {shown(value)}"
     return f"a {type(value).__name__}"
 
 
@@ -254,7 +374,9 @@ class Section:
             return default
         if not lo <= value <= hi:
             self.p.error(
-                line_of(node), join(self.path, key), f"{value} is out of range ({lo}-{hi})"
+                line_of(node),
+                join(self.path, key),
+                f"{clip(str(value), 20)} is out of range ({lo}-{hi})",
             )
             return default
         return value
@@ -270,7 +392,7 @@ class Section:
             self.p.error(
                 line_of(node),
                 join(self.path, key),
-                f"{value} is out of range (more than 0, at most {hi})",
+                f"{clip(str(value), 20)} is out of range (more than 0, at most {hi})",
             )
             return default
         return float(value)
@@ -292,6 +414,12 @@ class Section:
         if seconds is None:
             self.wrong(
                 key, node, value, 'a duration (seconds, or like "90s", "15m", "2h", "30d", "1w")'
+            )
+            return default
+        if seconds > MAX_DURATION:
+            self.p.error(
+                line_of(node), join(self.path, key),
+                f"{seconds}s is longer than 10 years (the most rollover accepts)",
             )
             return default
         return seconds
@@ -346,7 +474,9 @@ class Section:
             return None
         name, problem = normalize_hostname(value)
         if problem:
-            self.p.error(line_of(node), join(self.path, key), f"{value!r} is not {what}: {problem}")
+            self.p.error(
+                line_of(node), join(self.path, key), f"{shown(value)} is not {what}: {problem}"
+            )
             return None
         return name
 
@@ -363,14 +493,26 @@ class Section:
         if not isinstance(value, str) or not value.strip():
             self.wrong(key, node, value, "a file path")
             return None
-        path = base / value.strip()
-        if must_exist == "file" and not path.is_file():
-            why = "is not a regular file" if path.exists() else "does not exist"
-            self.p.error(line_of(node), join(self.path, key), f"{path} {why}")
+        if "\0" in value:
+            self.p.error(line_of(node), join(self.path, key), "a file path cannot hold a NUL")
             return None
-        if must_exist == "dir" and not path.is_dir():
-            why = "is not a directory" if path.exists() else "does not exist"
-            self.p.error(line_of(node), join(self.path, key), f"{path} {why}")
+        path = base / value.strip()
+        if must_exist is None:
+            return path
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            why = (
+                "has a name longer than the system allows"
+                if exc.errno == errno.ENAMETOOLONG
+                else "does not exist"
+            )
+            self.p.error(line_of(node), join(self.path, key), f"{shown_path(path)} {why}")
+            return None
+        want_dir = must_exist == "dir"
+        if stat.S_ISDIR(st.st_mode) != want_dir or not (want_dir or stat.S_ISREG(st.st_mode)):
+            why = "is not a directory" if want_dir else "is not a regular file"
+            self.p.error(line_of(node), join(self.path, key), f"{shown_path(path)} {why}")
             return None
         return path
 
@@ -468,5 +610,5 @@ def normalize_hostname(value: str) -> tuple[str, str | None]:
         return name, "longer than 253 characters"
     for label in name.split("."):
         if not _LABEL.match(label):
-            return name, f"bad label {label!r}"
+            return name, f"bad label {shown(label, 40)}"
     return name, None

@@ -25,7 +25,8 @@ from typing import Any
 import yaml
 
 from rollover import fileio, registry
-from rollover.confcheck import Problems, Section, line_of
+from rollover.confcheck import Problems, Section, compose, line_of
+from rollover.display import clip, shown
 from rollover.errors import ConfigError, RolloverError
 from rollover.model import Algorithm, Endpoint, Scheme, SlotId
 
@@ -39,8 +40,14 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_KEYS = ("state_dir", "resolver", "dns", "acme", "providers", "installers", "endpoints")
 _ENDPOINT_KEYS = (
     "host", "port", "zone", "provider", "scheme", "algorithms", "ttl", "extra_nameservers",
-    "addresses", "installer", "certificate", "policy",
+    "addresses", "installer", "certificate", "policy", "bootstrap", "issuer", "issuer_bundle",
+    "max_records",
 )  # fmt: skip
+ISSUER_CHOICES = ("root", "intermediate")
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+_PIN = re.compile(r"^2 1 1 [0-9a-f]{64}$")
+# bootstrap: how the key in service is found before the first publish
+BOOTSTRAP_MODES = ("inspect", "no-certificate")
 
 
 class ConfigFileError(ConfigError):
@@ -156,6 +163,15 @@ class EndpointConfig:
     installer: str | None = None  # a key of Config.installers
     certificate: CertificateConfig | None = None  # None: manage the records only
     policy: Policy = Policy()
+    # "inspect": look at the key every address presents before publishing (a failed look blocks
+    # publishing); "no-certificate": the operator says nothing is in service yet
+    bootstrap: str = "inspect"
+    # current+issuer: which issuer's 2 1 1 to publish ("root", "intermediate", or "pins": the
+    # operator's list in issuer_pins), and the CA bundle the root is looked up in
+    issuer: str = "root"
+    issuer_pins: tuple[str, ...] = ()
+    issuer_bundle: Path | None = None
+    max_records: int = 8  # TLSA records per owner this endpoint may want
     where: str = ""  # "FILE:LINE" of this endpoint
 
     @property
@@ -219,26 +235,32 @@ def load_config(path: str | Path, *, resolv_conf: Path = RESOLV_CONF) -> Config:
     path = Path(path)
     p = Problems(str(path))
     try:
-        raw = path.read_bytes()
-    except IsADirectoryError:
-        raise ConfigFileError([f"{path}: is a directory, not a config file"]) from None
-    except OSError as exc:
-        raise ConfigFileError([f"{path}: cannot read: {exc.strerror}"]) from None
+        raw = fileio.read_limited(path, "config file", fileio.CONFIG_LIMIT,
+                                  missing=ConfigError, bad=ConfigError)
+    except ConfigError as exc:
+        raise ConfigFileError([str(exc)]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigFileError([f"{path}:{line}: not UTF-8 text (byte {exc.start})"]) from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        what = exc.problem or "cannot parse"
-        ctx = f" ({exc.context})" if exc.context else ""
+        what = clip(exc.problem or "cannot parse", 100)
+        ctx = f" ({clip(exc.context, 60)})" if exc.context else ""
         raise ConfigFileError([f"{path}:{line}: YAML syntax error: {what}{ctx}"]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, ...)
+        line = text[: exc.position].count("\n") + 1
+        char = "a NUL byte" if exc.character in (0, "\0") else f"the character {_char(exc)}"
+        raise ConfigFileError(
+            [f"{path}:{line}: {char} is not allowed in YAML (is this a binary file?)"]
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigFileError([f"{path}:1: YAML error: {str(exc).splitlines()[0]}"]) from None
+        first = str(exc).splitlines()[0] if str(exc) else "cannot parse"
+        raise ConfigFileError([f"{path}:1: YAML error: {clip(first, 100)}"]) from None
     if root is None:
         raise ConfigFileError(
             [f"{path}:1: the file is empty; expected a mapping with providers and endpoints"]
@@ -248,10 +270,25 @@ def load_config(path: str | Path, *, resolv_conf: Path = RESOLV_CONF) -> Config:
         raise ConfigFileError(
             [f"{path}:{line_of(root)}: the top level must be a mapping of settings, not {kind}"]
         )
+    known = [
+        k for k, _ in root.value
+        if isinstance(k, yaml.ScalarNode) and (k.value in _TOP_KEYS or k.value.startswith("x-"))
+    ]
+    if not known:
+        # nothing of ours: say so without echoing a line of what may be someone else's file
+        raise ConfigFileError([
+            f"{path}:1: no rollover setting found (expected {', '.join(_TOP_KEYS)}); "
+            "is this a rollover config file?"
+        ])
     config = _Builder(p, path, resolv_conf).build(root)
     if p.errors or config is None:
         raise ConfigFileError(p.format(p.errors))
     return config
+
+
+def _char(exc: yaml.reader.ReaderError) -> str:
+    code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+    return f"U+{code:04X}"
 
 
 class _Builder:
@@ -328,12 +365,12 @@ class _Builder:
             return None
         directory = sec.get_str("directory", required=True)
         if directory and not re.match(r"^https?://[^/\s]+", directory):
-            sec.bad("directory", f"{directory!r} is not an http(s) URL")
+            sec.bad("directory", f"{shown(directory)} is not an http(s) URL")
         elif directory and directory.startswith("http://"):
             sec.warn("directory", "plain http: an ACME server should be reached over https")
         email = sec.get_str("email")
         if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-            sec.bad("email", f"{email!r} is not an email address")
+            sec.bad("email", f"{shown(email)} is not an email address")
         ca_bundle = sec.get_path("ca_bundle", self.base, must_exist="file")
         profile = sec.get_str("profile")
         dns_timeout = sec.get_duration("dns_timeout", AcmeConfig.dns_timeout)
@@ -358,7 +395,8 @@ class _Builder:
         )
 
     def _secret_file(self, sec: Section, key: str, what: str, required: bool) -> Path | None:
-        path = sec.get_path(key, self.base, required=required, must_exist="file")
+        # no must_exist: check_private looks at the name itself (a link is refused, not followed)
+        path = sec.get_path(key, self.base, required=required)
         if path is None:
             return None
         try:
@@ -491,10 +529,10 @@ class _Builder:
         provider = sec.get_str("provider", required=True)
         if provider is not None and provider not in providers:
             if not providers:
-                sec.bad("provider", f"names {provider!r}, but no providers are configured")
+                sec.bad("provider", f"names {shown(provider)}, but no providers are configured")
             else:
                 known = ", ".join(sorted(providers))
-                sec.bad("provider", f"unknown provider {provider!r} (configured: {known})")
+                sec.bad("provider", f"unknown provider {shown(provider)} (configured: {known})")
         scheme = self._scheme(sec)
         algorithms = self._algorithms(sec)
         ttl = sec.get_int("ttl", 3600, lo=1, hi=2**31 - 1)
@@ -509,10 +547,17 @@ class _Builder:
         installer = sec.get_str("installer")
         if installer is not None and installer not in installers:
             known = ", ".join(sorted(installers)) or "none"
-            sec.bad("installer", f"unknown installer {installer!r} (configured: {known})")
+            sec.bad("installer", f"unknown installer {shown(installer)} (configured: {known})")
         certificate, source_plugin = self._certificate(sec, host or "", algorithms, acme)
         self._capabilities(sec, provider, certificate, source_plugin)
         policy = self._policy(sec)
+        issuer, pins, bundle = self._issuer(sec, scheme)
+        max_records = sec.get_int("max_records", 8, lo=2, hi=64) or 8
+        bootstrap = sec.get_str("bootstrap") or "inspect"
+        if bootstrap not in BOOTSTRAP_MODES:
+            sec.bad("bootstrap", f"unknown bootstrap mode {bootstrap[:40]!r} (allowed: "
+                    f"{' | '.join(BOOTSTRAP_MODES)})")
+            bootstrap = "inspect"
         if host is None or provider is None:
             return None
         return EndpointConfig(
@@ -528,8 +573,47 @@ class _Builder:
             installer=installer,
             certificate=certificate,
             policy=policy,
+            bootstrap=bootstrap,
+            issuer=issuer,
+            issuer_pins=pins,
+            issuer_bundle=bundle,
+            max_records=max_records,
             where=f"{self.p.file}:{sec.line}",
         )
+
+    def _issuer(self, sec: Section,
+                scheme: Scheme) -> tuple[str, tuple[str, ...], Path | None]:
+        """issuer: root (default; the how-to prefers it) | intermediate | a list of 2 1 1 pins."""
+        if scheme != Scheme.CURRENT_ISSUER:
+            for key in ("issuer", "issuer_bundle"):
+                if sec.has(key):
+                    sec.bad(key, "only for scheme current+issuer")
+            return "root", (), None
+        bundle = sec.get_path("issuer_bundle", self.base, must_exist="file")
+        node = sec.value_node("issuer")
+        choice, pins = "root", []
+        if isinstance(node, yaml.SequenceNode):
+            choice = "pins"
+            for path, item in sec.sequence("issuer"):
+                ok, value = self.p.construct(item, path)
+                text = " ".join(str(value).lower().split()) if ok else ""
+                if not _PIN.match(text):
+                    self.p.error(line_of(item), path, "must be a DANE-TA pin '2 1 1 <64 hex "
+                                 "digits>' (rollover tlsa --bundle FILE --issuer root prints it)")
+                elif text not in pins:
+                    pins.append(text)
+            if not pins and not self.p.errors:
+                sec.bad("issuer", "must list at least one pin")
+        elif node is not None:
+            value = sec.get_str("issuer") or "root"
+            if value not in ISSUER_CHOICES:
+                sec.bad("issuer", f"unknown issuer choice {value[:40]!r} (allowed: root | "
+                        "intermediate | a list of '2 1 1 <hex>' pins)")
+            else:
+                choice = value
+        if choice == "root" and bundle is None:
+            bundle = SYSTEM_CA_BUNDLE
+        return choice, tuple(pins), bundle
 
     def _scheme(self, sec: Section) -> Scheme:
         value = sec.get_str("scheme")
@@ -539,7 +623,7 @@ class _Builder:
             return Scheme(value.lower())
         except ValueError:
             allowed = " | ".join(s.value for s in Scheme)
-            sec.bad("scheme", f"unknown scheme {value!r} (allowed: {allowed})")
+            sec.bad("scheme", f"unknown scheme {shown(value)} (allowed: {allowed})")
             return Scheme.CURRENT_NEXT
 
     def _algorithms(self, sec: Section) -> tuple[Algorithm, ...]:

@@ -12,7 +12,6 @@ unretentive (withdrawn, caches may hold it) -> hidden.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -20,6 +19,7 @@ from typing import Any
 
 from rollover.clock import format_time, parse_time
 from rollover.model import Observation, SlotId
+from rollover.schemes import SchemePolicy, scheme_for
 
 
 class Phase(StrEnum):
@@ -41,79 +41,169 @@ class RecordState(StrEnum):
     UNRETENTIVE = "unretentive"
 
 
+class RecordKind(StrEnum):
+    OWN = "own"  # 3 1 1 of one of our keys
+    ADOPTED = "adopted"  # 3 1 1 of the key in service before we took over
+    ISSUER = "issuer"  # 2 1 1 of an issuing CA (current+issuer)
+
+
 class KeyRole(StrEnum):
     CURRENT = "current"
     NEXT = "next"
     PREVIOUS = "previous"  # replaced; its record stays until retired
 
 
+class Move(StrEnum):
+    """Names of the rows of TRANSITIONS: what `step` starts and what `apply` records."""
+
+    STAGE_CURRENT = "stage-current"
+    STAGE_NEXT = "stage-next"
+    INSPECT_LIVE = "inspect-live"
+    PUBLISH = "publish"
+    REPUBLISH = "republish"
+    OMNIPRESENT = "omnipresent"
+    SETTLED = "settled"
+    ORDER_FIRST = "order-first"
+    RENEW = "renew"
+    ROLL = "roll"
+    ARI = "ari"
+    DROP_KEY = "drop-key"
+    PUBLISH_COVER = "publish-cover"
+    INSTALL = "install"
+    PROBE = "probe"
+    ROLLBACK = "rollback"
+    RETIRE = "retire"
+    # outcomes, recorded by `apply`
+    KEY_STAGED = "key-staged"
+    LIVE_SEEN = "live-seen"
+    LOOK_FAILED = "look-failed"
+    PUBLISHED = "published"
+    ISSUED = "issued"
+    ORDER_FAILED = "order-failed"
+    INSTALLED = "installed"
+    INSTALL_FAILED = "install-failed"
+    VERIFIED = "verified"
+    VERIFIED_SAME_KEY = "verified-same-key"
+    VERIFIED_FIRST = "verified-first"
+    PROBE_FAILED = "probe-failed"
+    ROLLED_BACK = "rolled-back"
+    ROLLBACK_FAILED = "rollback-failed"
+    ARI_CHECKED = "ari-checked"
+    KEY_DROPPED = "key-dropped"
+
+
 @dataclass(frozen=True)
 class Transition:
-    name: str
+    name: Move
     source: tuple[Phase, ...]
-    target: Phase
-    guard: str
-    action: str
+    target: tuple[Phase, ...]
+    guard: str  # step rows: when it is taken; outcome rows: what happened
+    action: str  # step rows: what is done; outcome rows: what is recorded
+    outcome: bool = False  # recorded by `apply` (the result of an action), not by `step`
 
 
-# The one transitions table. The engine follows it; docs and `status` render it.
+_P = Phase
+_ALL_PUBLISHING = (_P.NEW, _P.PROPAGATING, _P.READY, _P.ACTIVE, _P.RETIRING)
+
+# The one transitions table. `step` and `apply` make no move that is not a row (a property test
+# holds them to it); the README's diagram and `rollover transitions` are rendered from it.
 TRANSITIONS: tuple[Transition, ...] = (
-    Transition("stage-current", (Phase.NEW,), Phase.NEW,
+    Transition(Move.STAGE_CURRENT, (_P.NEW,), (_P.NEW,),
                "no current key yet", "generate the current key (0600, never published before)"),
-    Transition("stage-next", (Phase.NEW,), Phase.NEW,
-               "no next key yet", "generate the next key"),
-    Transition("inspect-live", (Phase.NEW,), Phase.NEW,
-               "keys staged, live server not looked at yet",
-               "note the key every address presents now: its 3 1 1 is published too, so the "
-               "certificate in service keeps matching until ours replaces it"),
-    Transition("publish", (Phase.NEW,), Phase.PROPAGATING,
-               "current and next keys staged, live server looked at",
-               "publish 3 1 1 current + 3 1 1 next (+ 3 1 1 of the key in service)"),
-    Transition("republish", (Phase.PROPAGATING, Phase.ACTIVE, Phase.READY), Phase.PROPAGATING,
-               "every server agrees on an RRset that lacks one of our records",
+    Transition(Move.STAGE_NEXT, (_P.NEW, _P.ACTIVE), (_P.NEW, _P.ACTIVE),
+               "current+next: no next key yet; current+issuer: a key rollover is due",
+               "generate the next key"),
+    Transition(Move.INSPECT_LIVE, (_P.NEW,), (_P.NEW,),
+               "keys staged, the key in service not looked at yet",
+               "look at the key every address presents now, per algorithm"),
+    Transition(Move.PUBLISH, (_P.NEW,), (_P.NEW,),
+               "keys staged; the key in service seen on every address (or the operator says "
+               "none is in service: bootstrap: no-certificate)",
+               "publish the scheme's records (+ 3 1 1 of the key in service, so its certificate "
+               "keeps matching until ours replaces it)"),
+    Transition(Move.REPUBLISH, (_P.PROPAGATING, _P.READY, _P.ACTIVE),
+               (_P.PROPAGATING, _P.READY, _P.ACTIVE),
+               "every server agrees on an RRset that lacks a record we need",
                "submit our records again (idempotent)"),
-    Transition("omnipresent", (Phase.PROPAGATING,), Phase.READY,
+    Transition(Move.OMNIPRESENT, (_P.PROPAGATING,), (_P.READY, _P.INSTALLING),
                "every address served the set, continuously, for >= 2 x TTL "
-               "(and 2 x negative TTL when the name was new)", "mark records omnipresent"),
-    Transition("settled", (Phase.PROPAGATING,), Phase.ACTIVE,
+               "(and 2 x negative TTL when the name was new)",
+               "mark records omnipresent (back to installing when a certificate waits for them)"),
+    Transition(Move.SETTLED, (_P.PROPAGATING,), (_P.ACTIVE,),
                "as omnipresent, with a certificate already in service", "forget withdrawn records"),
-    Transition("order-first", (Phase.READY,), Phase.ISSUING,
-               "a certificate source is configured", "order a certificate for the current key"),
-    Transition("renew", (Phase.ACTIVE,), Phase.ISSUING,
+    Transition(Move.ORDER_FIRST, (_P.READY, _P.ISSUING), (_P.ISSUING,),
+               "records omnipresent, a certificate source is configured, none installed yet",
+               "order a certificate for the current key"),
+    Transition(Move.RENEW, (_P.ACTIVE, _P.ISSUING), (_P.ISSUING,),
                "renewal time reached (renew_before or the CA's ARI window)",
                "order a certificate for the same key (no TLSA change)"),
-    Transition("ari", (Phase.ACTIVE,), Phase.ACTIVE,
+    Transition(Move.ROLL, (_P.ACTIVE, _P.ISSUING), (_P.ISSUING,),
+               "key_lifetime reached or --roll, and the scheme says the new key's certificate "
+               "would be covered", "order a certificate for the new key"),
+    Transition(Move.ARI, (_P.ACTIVE,), (_P.ACTIVE,),
                "the CA's ARI Retry-After passed",
                "ask the CA's renewalInfo again (it may move the renewal window earlier)"),
-    Transition("roll", (Phase.ACTIVE,), Phase.ISSUING,
-               "key_lifetime reached or --roll, and the next key's record is omnipresent",
-               "order a certificate for the next key"),
-    Transition("issued", (Phase.ISSUING,), Phase.INSTALLING,
-               "the CA issued the certificate", "keep it staged"),
-    Transition("order-failed", (Phase.ISSUING,), Phase.ISSUING,
-               "the CA failed", "retry later with backoff"),
-    Transition("install", (Phase.INSTALLING,), Phase.VERIFYING,
-               "the key's record is omnipresent and every server serves it now; the chain "
-               "matches every server's RRset (pre-flight)", "write the files; reload"),
-    Transition("install-failed", (Phase.INSTALLING,), Phase.INSTALLING,
-               "pre-flight or reload failed", "the previous certificate stays (the installer "
-               "restored it); keep the new one and retry the install after backoff"),
-    Transition("verified", (Phase.VERIFYING,), Phase.RETIRING,
-               "every address presents the new chain and it matches (post-flight)",
-               "the next key becomes current"),
-    Transition("verified-same-key", (Phase.VERIFYING,), Phase.ACTIVE,
-               "post-flight passed after a same-key renewal or a first install", "none"),
-    Transition("verified-first", (Phase.VERIFYING,), Phase.RETIRING,
-               "post-flight passed after the first install; the key in service before is "
-               "still published", "retire its record after retire_grace"),
-    Transition("probe-failed", (Phase.VERIFYING,), Phase.ROLLING_BACK,
-               "an address presents a chain that does not match", "restore the previous files"),
-    Transition("rolled-back", (Phase.ROLLING_BACK,), Phase.ACTIVE,
-               "the previous certificate is back", "keep the old record; retry later"),
-    Transition("retire", (Phase.RETIRING,), Phase.PROPAGATING,
+    Transition(Move.DROP_KEY, (_P.ACTIVE,), (_P.ACTIVE,),
+               "an old key's record is withdrawn everywhere",
+               "delete (or archive) its private key"),
+    Transition(Move.PUBLISH_COVER, (_P.INSTALLING, _P.ACTIVE), (_P.INSTALLING, _P.ACTIVE),
+               "a record the scheme needs for the certificate (to be) in service is not "
+               "published (current+issuer: its issuer's 2 1 1, e.g. after a CA change)",
+               "publish it (and withdraw issuer records no chain uses); a new certificate "
+               "waits until a covering record is omnipresent"),
+    Transition(Move.INSTALL, (_P.INSTALLING,), (_P.INSTALLING,),
+               "an omnipresent record served by every server now covers the new certificate",
+               "pre-flight (the chain matches every server's RRset), write the files, reload"),
+    Transition(Move.PROBE, (_P.VERIFYING,), (_P.VERIFYING,),
+               "installed", "post-flight: STARTTLS to every address, per algorithm"),
+    Transition(Move.ROLLBACK, (_P.ROLLING_BACK,), (_P.ROLLING_BACK,),
+               "post-flight failed", "restore the previous files and reload"),
+    Transition(Move.RETIRE, (_P.RETIRING,), (_P.RETIRING,),
                "retire_grace passed since the post-flight",
-               "withdraw the old key's record (and any adopted one), publish a new next key's "
-               "record"),
+               "stage what the scheme wants next; withdraw the old key's record (and any "
+               "adopted one); publish"),
+    # --- outcomes ---
+    Transition(Move.KEY_STAGED, (_P.NEW, _P.ACTIVE, _P.RETIRING),
+               (_P.NEW, _P.ACTIVE, _P.RETIRING),
+               "a key was generated", "keep its 3 1 1 (the key stays hidden)", True),
+    Transition(Move.LIVE_SEEN, (_P.NEW,), (_P.NEW,),
+               "every address was looked at", "adopt the keys presented", True),
+    Transition(Move.LOOK_FAILED, (_P.NEW,), (_P.NEW,),
+               "an address could not be looked at (timeout, no STARTTLS, ...)",
+               "publish nothing; look again after a poll interval; run exits 2", True),
+    Transition(Move.PUBLISHED, (*_ALL_PUBLISHING, _P.INSTALLING), (_P.PROPAGATING,),
+               "the provider accepted the change", "records rumoured; the 2 x TTL clock waits "
+               "for every server", True),
+    Transition(Move.ISSUED, (_P.ISSUING,), (_P.INSTALLING,),
+               "the certificate source delivered a certificate for the key", "keep it staged",
+               True),
+    Transition(Move.ORDER_FAILED, (_P.ISSUING,), (_P.ISSUING,),
+               "the certificate source failed", "retry later with backoff", True),
+    Transition(Move.INSTALLED, (_P.INSTALLING,), (_P.VERIFYING,),
+               "pre-flight passed, files written, reloaded", "post-flight next", True),
+    Transition(Move.INSTALL_FAILED, (_P.INSTALLING,), (_P.INSTALLING,),
+               "pre-flight or reload failed", "the previous certificate stays (the installer "
+               "restored it); keep the new one and retry after backoff", True),
+    Transition(Move.VERIFIED, (_P.VERIFYING,), (_P.RETIRING,),
+               "every address presents the new key's chain and it matches (post-flight)",
+               "the new key becomes current; the old record goes after retire_grace", True),
+    Transition(Move.VERIFIED_SAME_KEY, (_P.VERIFYING,), (_P.ACTIVE,),
+               "post-flight passed after a same-key renewal (or a first install with nothing "
+               "adopted)", "none", True),
+    Transition(Move.VERIFIED_FIRST, (_P.VERIFYING,), (_P.RETIRING,),
+               "post-flight passed after the first install; the key in service before is "
+               "still published", "retire its record after retire_grace", True),
+    Transition(Move.PROBE_FAILED, (_P.VERIFYING,), (_P.ROLLING_BACK,),
+               "an address presents a chain that does not match", "restore the previous files",
+               True),
+    Transition(Move.ROLLED_BACK, (_P.ROLLING_BACK,), (_P.READY, _P.ACTIVE),
+               "the previous certificate is back", "keep the old record; retry later", True),
+    Transition(Move.ROLLBACK_FAILED, (_P.ROLLING_BACK,), (_P.ROLLING_BACK,),
+               "the rollback failed", "retry it after backoff", True),
+    Transition(Move.ARI_CHECKED, (_P.ACTIVE,), (_P.ACTIVE,),
+               "the CA answered (or not)", "keep its renewal window and Retry-After", True),
+    Transition(Move.KEY_DROPPED, (_P.ACTIVE,), (_P.ACTIVE,),
+               "the old private key is gone (or archived)", "forget it", True),
 )
 TRANSITION_BY_NAME = {t.name: t for t in TRANSITIONS}
 
@@ -128,7 +218,15 @@ class Policy:
     retire_grace: int = 3600
     min_wait: int = 0
     certificates: bool = True  # a certificate source is configured
+    scheme: str = "current+next"
+    issuer_pins: frozenset[str] = frozenset()  # current+issuer: "2 1 1 ..." the operator pinned
+    max_records: int = 8  # per owner; some large senders handle only about 12
+    inspect_live: bool = True  # False: the operator says no certificate is in service yet
     retry_base: int = 300  # first backoff after a failed order/install; doubles, capped at 1 day
+
+    @property
+    def scheme_policy(self) -> SchemePolicy:
+        return scheme_for(self.scheme)
 
     @property
     def poll(self) -> timedelta:
@@ -152,9 +250,10 @@ class KeyInfo:
 @dataclass
 class RecordInfo:
     rdata: str
-    key_id: str | None
+    key_id: str | None  # our key's id (kind OWN), else None
     state: RecordState
     since: datetime
+    kind: RecordKind = RecordKind.OWN
 
     @property
     def wanted(self) -> bool:
@@ -170,6 +269,7 @@ class CertInfo:
     chain_file: str  # relative to the state dir
     renew_at: datetime | None = None  # from the CA's ARI window, if any
     ari_retry_after: datetime | None = None
+    issuers: tuple[str, ...] = ()  # "2 1 1 ..." of the chain's chosen issuers (current+issuer)
 
 
 @dataclass
@@ -327,6 +427,14 @@ class LiveSeen(Event):
 
 
 @dataclass(frozen=True)
+class LiveUnseen(Event):
+    """Bootstrap: an address could not be looked at (timeout, no STARTTLS, ...): publishing now
+    could leave the certificate in service matched by nothing. `error` names address and why."""
+
+    error: str
+
+
+@dataclass(frozen=True)
 class CertIssued(Event):
     cert: CertInfo
 
@@ -372,7 +480,7 @@ class StepResult:
     action: Action | None
     wake_at: datetime | None  # earliest time worth looking again (None: nothing scheduled)
     reason: str  # why this action, or what we are waiting for
-    transition: str | None = None  # name in TRANSITIONS of the move being made
+    transition: Move | None = None  # the row of TRANSITIONS of the move being made
 
 
 # --- the machine --------------------------------------------------------------------------------
@@ -391,19 +499,42 @@ def step(
 
 def apply(state: SlotState, event: Event, policy: Policy, now: datetime) -> SlotState:
     """Record the outcome of an action. Never mutates `state`."""
+    return apply_move(state, event, policy, now)[0]
+
+
+_FAILED_IN = {Phase.ISSUING: Move.ORDER_FAILED, Phase.INSTALLING: Move.INSTALL_FAILED,
+              Phase.VERIFYING: Move.PROBE_FAILED, Phase.ROLLING_BACK: Move.ROLLBACK_FAILED}
+
+
+def apply_move(state: SlotState, event: Event, policy: Policy,
+               now: datetime) -> tuple[SlotState, Move]:
+    """`apply`, and the outcome row of TRANSITIONS it took."""
     st = _copy(state)
     at = event.at
+    move: Move
     if isinstance(event, KeyStaged):
+        move = Move.KEY_STAGED
         if st.key_by_id(event.key_id) is None:
             st.keys.append(KeyInfo(event.key_id, event.role, event.spki_sha256, at))
         st.key_serial += 1
     elif isinstance(event, LiveSeen):
+        move = Move.LIVE_SEEN
         ours = {k.rdata for k in st.keys}
         for rdata in sorted(event.rdatas - ours):
             if all(r.rdata != rdata for r in st.records):
-                st.records.append(RecordInfo(rdata, None, RecordState.HIDDEN, at))
+                st.records.append(RecordInfo(rdata, None, RecordState.HIDDEN, at,
+                                             RecordKind.ADOPTED))
         st.live_checked = True
+        st.retry_at, st.last_error = None, None
+    elif isinstance(event, LiveUnseen):
+        move = Move.LOOK_FAILED
+        # Never publish blind: stay in NEW and look again after a poll interval.
+        st.last_error = event.error
+        st.retry_at = at + policy.poll
     elif isinstance(event, Published):
+        move = Move.PUBLISHED
+        if st.phase == Phase.NEW:
+            st.retry_at, st.last_error = None, None  # a blind look that was overruled
         for rec in st.records:
             if rec.state == RecordState.HIDDEN:
                 rec.state, rec.since = RecordState.RUMOURED, at
@@ -411,32 +542,40 @@ def apply(state: SlotState, event: Event, policy: Policy, now: datetime) -> Slot
         st.agree_since = None
         _enter(st, Phase.PROPAGATING, at)
     elif isinstance(event, CertIssued):
+        move = Move.ISSUED
         st.pending = event.cert
         st.failures, st.retry_at, st.last_error = 0, None, None
         _enter(st, Phase.INSTALLING, at)
     elif isinstance(event, Failed):
+        if st.phase not in _FAILED_IN:  # pragma: no cover - a programming error
+            raise TypeError(f"a failure in phase {st.phase} has no row in TRANSITIONS")
+        move = _FAILED_IN[st.phase]
         _fail(st, event.error, policy, at)
     elif isinstance(event, Installed):
+        move = Move.INSTALLED
         _enter(st, Phase.VERIFYING, at)
     elif isinstance(event, ProbeOk):
-        _verified(st, policy, at)
+        move = _verified(st, policy, at)
     elif isinstance(event, RolledBack):
+        move = Move.ROLLED_BACK
         st.pending = None
         st.target_key = None
         _enter(st, Phase.ACTIVE if st.installed else Phase.READY, at)
     elif isinstance(event, AriChecked):
+        move = Move.ARI_CHECKED
         if st.installed is not None:
             if event.renew_at is not None:
                 st.installed.renew_at = event.renew_at
             st.installed.ari_retry_after = event.retry_after
     elif isinstance(event, KeyDropped):
+        move = Move.KEY_DROPPED
         st.keys = [k for k in st.keys if k.key_id != event.key_id]
     else:  # pragma: no cover - a programming error, not an operator's
         raise TypeError(f"unknown event {event!r}")
-    return st
+    return st, move
 
 
-def _verified(st: SlotState, policy: Policy, at: datetime) -> None:
+def _verified(st: SlotState, policy: Policy, at: datetime) -> Move:
     assert st.pending is not None
     new_key = st.pending.key_id
     st.installed, st.pending, st.target_key = st.pending, None, None
@@ -452,16 +591,17 @@ def _verified(st: SlotState, policy: Policy, at: datetime) -> None:
         st.roll_requested = False
         st.retire_at = at + timedelta(seconds=policy.retire_grace)
         _enter(st, Phase.RETIRING, at)
-    else:
-        if current is not None and current.activated is None:
-            current.activated = at
-        if any(r.key_id is None and r.wanted for r in st.records):
-            # The key the server presented before we took over is still published: it goes
-            # the way of any old key, after the grace period.
-            st.retire_at = at + timedelta(seconds=policy.retire_grace)
-            _enter(st, Phase.RETIRING, at)
-        else:
-            _enter(st, Phase.ACTIVE, at)
+        return Move.VERIFIED
+    if current is not None and current.activated is None:
+        current.activated = at
+    if any(r.kind == RecordKind.ADOPTED and r.wanted for r in st.records):
+        # The key the server presented before we took over is still published: it goes
+        # the way of any old key, after the grace period.
+        st.retire_at = at + timedelta(seconds=policy.retire_grace)
+        _enter(st, Phase.RETIRING, at)
+        return Move.VERIFIED_FIRST
+    _enter(st, Phase.ACTIVE, at)
+    return Move.VERIFIED_SAME_KEY
 
 
 def _fail(st: SlotState, error: str, policy: Policy, at: datetime) -> None:
@@ -540,7 +680,7 @@ def _wait(st: SlotState, reason: str, wake_at: datetime | None) -> StepResult:
     return StepResult(st, None, wake_at, reason)
 
 
-def _do(st: SlotState, action: Action, reason: str, transition: str) -> StepResult:
+def _do(st: SlotState, action: Action, reason: str, transition: Move) -> StepResult:
     return StepResult(st, action, None, reason, transition)
 
 
@@ -550,26 +690,53 @@ def _new_key_id(st: SlotState, role: KeyRole) -> str:
 
 
 def _on_new(st: SlotState, policy: Policy, now: datetime) -> StepResult:
-    for role, name in ((KeyRole.CURRENT, "stage-current"), (KeyRole.NEXT, "stage-next")):
+    roles = [(KeyRole.CURRENT, Move.STAGE_CURRENT)]
+    if policy.scheme_policy.wants_next_key:
+        roles.append((KeyRole.NEXT, Move.STAGE_NEXT))
+    for role, name in roles:
         if st.key(role) is None:
             action = StageKey(st.slot, _new_key_id(st, role), role)
             return _do(st, action, f"no {role.value} key yet", name)
-    if not st.live_checked:
+    if not st.live_checked and policy.inspect_live:
+        if st.retry_at is not None and now < st.retry_at:
+            return _wait(st, f"waiting: {st.last_error}; can't see the key in service, so "
+                             "nothing is published (say `bootstrap: no-certificate` if none "
+                             "is in service)", st.retry_at)
         return _do(st, InspectLive(st.slot), "keys staged; the certificate in service must "
-                   "keep matching once TLSA records appear", "inspect-live")
-    for key in (st.key(KeyRole.CURRENT), st.key(KeyRole.NEXT)):
+                   "keep matching once TLSA records appear", Move.INSPECT_LIVE)
+    for role, _ in roles:
+        key = st.key(role)
         assert key is not None
-        if st.record_for(key.key_id) is None:
-            st.records.append(RecordInfo(key.rdata, key.key_id, RecordState.HIDDEN, now))
-    adopted = sum(1 for r in st.records if r.key_id is None)
+        _want(st, key.rdata, now, key.key_id)
+    for pin in sorted(policy.issuer_pins):
+        _want(st, pin, now)
+    adopted = sum(1 for r in st.records if r.kind == RecordKind.ADOPTED)
     extra = f" (+ {adopted} for the key in service now)" if adopted else ""
-    return _publish(st, policy, f"current and next keys staged{extra}; their records are "
-                    "hidden", "publish")
+    return _publish(st, policy, f"{' and '.join(r.value for r, _ in roles)} key staged{extra}; "
+                    "their records are hidden", Move.PUBLISH)
 
 
-def _publish(st: SlotState, policy: Policy, reason: str, transition: str) -> StepResult:
+def _want(st: SlotState, rdata: str, now: datetime, key_id: str | None = None) -> None:
+    """Make sure `rdata` is among the records we publish (hidden until submitted)."""
+    rec = next((r for r in st.records if r.rdata == rdata), None)
+    if rec is not None and rec.state != RecordState.UNRETENTIVE:
+        return
+    if rec is not None:
+        st.records.remove(rec)
+    kind = RecordKind.ISSUER if rdata.startswith("2 ") else RecordKind.OWN
+    if key_id is None and kind == RecordKind.OWN:
+        key = next((k for k in st.keys if k.rdata == rdata), None)
+        key_id = key.key_id if key else None
+    st.records.append(RecordInfo(rdata, key_id, RecordState.HIDDEN, now, kind))
+
+
+def _publish(st: SlotState, policy: Policy, reason: str, transition: Move) -> StepResult:
     live = (RecordState.HIDDEN, RecordState.RUMOURED, RecordState.OMNIPRESENT)
     add = frozenset(r.rdata for r in st.records if r.state in live)
+    if len(add) > policy.max_records:
+        return _wait(st, f"policy says no: {len(add)} records wanted for "
+                         f"{st.slot.endpoint.owner}, more than max_records {policy.max_records} "
+                         "(some senders stop reading after about 12)", None)
     remove = st.withdrawn()
     action = Publish(st.slot, st.slot.endpoint.owner, policy.ttl, add, remove)
     return _do(st, action, reason, transition)
@@ -581,7 +748,7 @@ def _republish(st: SlotState, policy: Policy, lost: frozenset[str]) -> StepResul
         if rec.rdata in lost:
             rec.state = RecordState.HIDDEN
     return _publish(st, policy, f"dns says no: every server agrees {len(lost)} of our records "
-                    "are missing (deleted by someone?); submitting them again", "republish")
+                    "are missing (deleted by someone?); submitting them again", Move.REPUBLISH)
 
 
 def _lacking_everywhere(st: SlotState, obs: Observation | None) -> frozenset[str]:
@@ -624,11 +791,14 @@ def _on_propagating(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         if rec.state == RecordState.RUMOURED:
             rec.state, rec.since = RecordState.OMNIPRESENT, obs.at
     st.records = [r for r in st.records if r.state != RecordState.UNRETENTIVE]
+    if st.pending is not None:  # a certificate waited for its covering records
+        _enter(st, Phase.INSTALLING, now)
+        return StepResult(st, None, now, f"records omnipresent after {why}", Move.OMNIPRESENT)
     if st.installed is None:
         _enter(st, Phase.READY, now)
-        return StepResult(st, None, now, f"records omnipresent after {why}", "omnipresent")
+        return StepResult(st, None, now, f"records omnipresent after {why}", Move.OMNIPRESENT)
     _enter(st, Phase.ACTIVE, now)
-    return StepResult(st, None, now, f"records settled after {why}", "settled")
+    return StepResult(st, None, now, f"records settled after {why}", Move.SETTLED)
 
 
 def _on_ready(st: SlotState, policy: Policy, now: datetime) -> StepResult:
@@ -642,64 +812,89 @@ def _on_ready(st: SlotState, policy: Policy, now: datetime) -> StepResult:
     assert current is not None
     st.target_key = current.key_id
     _enter(st, Phase.ISSUING, now)
-    return _on_issuing(st, policy, now)
+    return _on_issuing(st, policy, now, entering=True)
 
 
-def _target_guard(st: SlotState, key_id: str) -> str | None:
-    """Safety rule 1: only a key whose record is omnipresent may be brought into service."""
+def _covered(st: SlotState, policy: Policy, key_id: str,
+             cert: CertInfo | None) -> frozenset[str]:
+    """The omnipresent records that cover a certificate of `key_id` under the scheme."""
+    cover = policy.scheme_policy.covering(st, key_id, cert, policy.issuer_pins)
+    return frozenset(r.rdata for r in st.records
+                     if r.state == RecordState.OMNIPRESENT and r.rdata in cover)
+
+
+def _target_guard(st: SlotState, policy: Policy, key_id: str,
+                  cert: CertInfo | None = None) -> str | None:
+    """Safety rule 1: only a certificate that an omnipresent record covers may be brought into
+    service (current+next: its key's own 3 1 1; current+issuer: that or its issuer's 2 1 1)."""
+    if _covered(st, policy, key_id, cert):
+        return None
     rec = st.record_for(key_id)
-    if rec is None or rec.state != RecordState.OMNIPRESENT:
-        state = rec.state.value if rec else "not published"
+    state = rec.state.value if rec else "not published"
+    if policy.scheme == "current+next":
         return f"policy says no: the record for key {key_id} is {state}, not omnipresent"
-    return None
+    return (f"policy says no: neither key {key_id}'s 3 1 1 ({state}) nor an issuer's 2 1 1 of "
+            "its chain is omnipresent")
 
 
-def _on_issuing(st: SlotState, policy: Policy, now: datetime) -> StepResult:
+def _on_issuing(st: SlotState, policy: Policy, now: datetime,
+                entering: bool = False) -> StepResult:
     assert st.target_key is not None
-    refusal = _target_guard(st, st.target_key)
+    refusal = _target_guard(st, policy, st.target_key)
     if refusal:
-        st.target_key = None
-        _enter(st, Phase.ACTIVE if st.installed else Phase.READY, now)
+        if entering:  # not started after all: stay where we were
+            st.target_key = None
+            _enter(st, Phase.ACTIVE if st.installed else Phase.READY, now)
         return _wait(st, refusal, now + policy.poll)
+    why = Move.ORDER_FIRST if st.installed is None else (
+        Move.RENEW if st.installed.key_id == st.target_key else Move.ROLL)
     if st.retry_at is not None and now < st.retry_at:
         left = (st.retry_at - now).total_seconds()
-        return _wait(st, f"backoff: last attempt failed ({st.last_error}); "
-                         f"retry in {human_duration(left)}",
-                     st.retry_at)
-    why = "order-first" if st.installed is None else (
-        "renew" if st.installed.key_id == st.target_key else "roll")
+        # entering: the move is made, the order itself waits for the backoff
+        return StepResult(st, None, st.retry_at, f"backoff: last attempt failed "
+                          f"({st.last_error}); retry in {human_duration(left)}",
+                          why if entering else None)
     return _do(st, OrderCert(st.slot, st.target_key), f"need a certificate for key "
                f"{st.target_key}", why)
 
 
 def _on_installing(st: SlotState, policy: Policy, now: datetime) -> StepResult:
-    assert st.pending is not None
-    refusal = _target_guard(st, st.pending.key_id)
-    if refusal:
+    cert = st.pending
+    assert cert is not None
+    usable = _covered(st, policy, cert.key_id, cert)
+    if not usable:
+        needed = policy.scheme_policy.needed(st, cert.key_id, cert, policy.issuer_pins)
+        missing = needed - st.wanted()
+        if missing:
+            for rdata in sorted(missing):
+                _want(st, rdata, now)
+            return _publish(st, policy, "no record we publish covers the new certificate "
+                            f"(chain issued by {len(cert.issuers)} issuer(s) not published); the "
+                            "old certificate stays in service", Move.PUBLISH_COVER)
+        refusal = _target_guard(st, policy, cert.key_id, cert)
+        assert refusal is not None
         return _wait(st, refusal, now + policy.poll)
     obs = st.observation
-    key = st.key_by_id(st.pending.key_id)
-    assert key is not None
     if obs is None:
         return _wait(st, "waiting: no observation of the nameservers yet", now + policy.poll)
-    problem = obs.disagreement(frozenset({key.rdata}))
-    if problem:
-        return _wait(st, f"dns says no: {problem}", now + policy.poll)
+    problems = [obs.disagreement(frozenset({r})) for r in sorted(usable)]
+    if all(problems):
+        return _wait(st, f"dns says no: {problems[0]}", now + policy.poll)
     if st.retry_at is not None and now < st.retry_at:
         return _wait(st, f"backoff: {st.last_error}", st.retry_at)
-    return _do(st, InstallCert(st.slot, st.pending.key_id, st.pending.chain_file),
-               f"key {st.pending.key_id}'s record is served by all {len(obs.answers)} addresses",
-               "install")
+    return _do(st, InstallCert(st.slot, cert.key_id, cert.chain_file),
+               f"a record covering key {cert.key_id}'s certificate is served by all "
+               f"{len(obs.answers)} addresses", Move.INSTALL)
 
 
 def _on_verifying(st: SlotState, policy: Policy, now: datetime) -> StepResult:
     assert st.pending is not None
     return _do(st, ProbeLive(st.slot, st.pending.key_id), "installed; post-flight next",
-               "verified")
+               Move.PROBE)
 
 
 def _on_rolling_back(st: SlotState, policy: Policy, now: datetime) -> StepResult:
-    return _do(st, Rollback(st.slot), f"post-flight failed: {st.last_error}", "rolled-back")
+    return _do(st, Rollback(st.slot), f"post-flight failed: {st.last_error}", Move.ROLLBACK)
 
 
 def _due(st: SlotState, policy: Policy) -> tuple[datetime | None, datetime | None]:
@@ -715,6 +910,13 @@ def _due(st: SlotState, policy: Policy) -> tuple[datetime | None, datetime | Non
     return renew, roll
 
 
+def _stale_issuers(st: SlotState, policy: Policy) -> list[RecordInfo]:
+    """Issuer records no chain in service uses and no pin names (after a CA change)."""
+    keep = set(policy.issuer_pins) | set(st.installed.issuers if st.installed else ())
+    return [r for r in st.records
+            if r.kind == RecordKind.ISSUER and r.wanted and r.rdata not in keep]
+
+
 def _on_active(st: SlotState, policy: Policy, now: datetime) -> StepResult:
     lost = _lacking_everywhere(st, st.observation)
     if lost:
@@ -723,24 +925,41 @@ def _on_active(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         rec = st.record_for(key.key_id)
         if key.role == KeyRole.PREVIOUS and (rec is None or not rec.wanted):
             return _do(st, DropKey(st.slot, key.key_id),
-                       "the old key's record is withdrawn everywhere", "settled")
+                       "the old key's record is withdrawn everywhere", Move.DROP_KEY)
+    scheme = policy.scheme_policy
+    if st.installed is not None:
+        needed = scheme.needed(st, st.installed.key_id, st.installed, policy.issuer_pins)
+        missing, stale = needed - st.wanted(), _stale_issuers(st, policy)
+        if missing or stale:
+            for rdata in sorted(missing):
+                _want(st, rdata, now)
+            for rec in stale:
+                rec.state, rec.since = RecordState.UNRETENTIVE, now
+            return _publish(st, policy, f"the certificate in service needs {len(missing)} "
+                            f"record(s) published; {len(stale)} issuer record(s) unused",
+                            Move.PUBLISH_COVER)
     ari = st.installed.ari_retry_after if st.installed else None
     if ari is not None and now >= ari:
-        return _do(st, RefreshAri(st.slot), "the CA's ARI Retry-After passed", "ari")
+        return _do(st, RefreshAri(st.slot), "the CA's ARI Retry-After passed", Move.ARI)
     renew, roll = _due(st, policy)
-    nxt = st.key(KeyRole.NEXT)
-    if nxt is not None and (st.roll_requested or (roll is not None and now >= roll)):
-        refusal = _target_guard(st, nxt.key_id)
-        if refusal is None:
-            st.target_key = nxt.key_id
-            _enter(st, Phase.ISSUING, now)
-            return _on_issuing(st, policy, now)
-        return _wait(st, f"roll due but {refusal}", now + policy.poll)
+    if st.roll_requested or (roll is not None and now >= roll):
+        nxt = st.key(KeyRole.NEXT)
+        if nxt is None and not scheme.wants_next_key:
+            # current+issuer: the new key is made when it is needed; the issuer covers it
+            return _do(st, StageKey(st.slot, _new_key_id(st, KeyRole.NEXT), KeyRole.NEXT),
+                       "key rollover due: stage the new key", Move.STAGE_NEXT)
+        if nxt is not None:
+            refusal = _target_guard(st, policy, nxt.key_id)
+            if refusal is None:
+                st.target_key = nxt.key_id
+                _enter(st, Phase.ISSUING, now)
+                return _on_issuing(st, policy, now, entering=True)
+            return _wait(st, f"roll due but {refusal}", now + policy.poll)
     if renew is not None and now >= renew:
         assert st.installed is not None
         st.target_key = st.installed.key_id
         _enter(st, Phase.ISSUING, now)
-        return _on_issuing(st, policy, now)
+        return _on_issuing(st, policy, now, entering=True)
     times = [t for t in (renew, roll, ari) if t is not None]
     wake = min(times) if times else None
     parts = []
@@ -759,19 +978,25 @@ def _on_retiring(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         left = (st.retire_at - now).total_seconds()
         return _wait(st, f"time says no: retire_grace, {human_duration(left)} left before the "
                          "old record is withdrawn", st.retire_at)
-    if st.key(KeyRole.NEXT) is None:
+    scheme = policy.scheme_policy
+    if scheme.wants_next_key and st.key(KeyRole.NEXT) is None:
         return _do(st, StageKey(st.slot, _new_key_id(st, KeyRole.NEXT), KeyRole.NEXT),
-                   "the next key was brought into service; stage a new next key", "retire")
+                   "the next key was brought into service; stage a new next key", Move.RETIRE)
     nxt = st.key(KeyRole.NEXT)
-    assert nxt is not None
-    if st.record_for(nxt.key_id) is None:
-        st.records.append(RecordInfo(nxt.rdata, nxt.key_id, RecordState.HIDDEN, now))
+    if nxt is not None:
+        _want(st, nxt.rdata, now, nxt.key_id)
+    if st.installed is not None:
+        for rdata in sorted(scheme.needed(st, st.installed.key_id, st.installed,
+                                          policy.issuer_pins)):
+            _want(st, rdata, now)
     previous = {k.key_id for k in st.keys if k.role == KeyRole.PREVIOUS}
+    stale = {id(r) for r in _stale_issuers(st, policy)}
     for rec in st.records:
-        if rec.wanted and (rec.key_id is None or rec.key_id in previous):
+        if rec.wanted and (rec.kind == RecordKind.ADOPTED or rec.key_id in previous
+                           or id(rec) in stale):
             rec.state, rec.since = RecordState.UNRETENTIVE, now
     st.retire_at = None
-    return _publish(st, policy, "post-flight passed and retire_grace is over", "retire")
+    return _publish(st, policy, "post-flight passed and retire_grace is over", Move.RETIRE)
 
 
 _HANDLERS = {
@@ -827,7 +1052,8 @@ def _cert_to(c: CertInfo | None) -> dict[str, Any] | None:
         return None
     return {"key_id": c.key_id, "serial": c.serial, "not_after": _t(c.not_after),
             "issued_at": _t(c.issued_at), "chain_file": c.chain_file,
-            "renew_at": _t(c.renew_at), "ari_retry_after": _t(c.ari_retry_after)}
+            "renew_at": _t(c.renew_at), "ari_retry_after": _t(c.ari_retry_after),
+            "issuers": list(c.issuers)}
 
 
 def _cert_from(d: dict[str, Any] | None) -> CertInfo | None:
@@ -835,7 +1061,7 @@ def _cert_from(d: dict[str, Any] | None) -> CertInfo | None:
         return None
     return CertInfo(d["key_id"], d["serial"], parse_time(d["not_after"]),
                     parse_time(d["issued_at"]), d["chain_file"], _pt(d.get("renew_at")),
-                    _pt(d.get("ari_retry_after")))
+                    _pt(d.get("ari_retry_after")), tuple(d.get("issuers", ())))
 
 
 def slot_to_dict(st: SlotState) -> dict[str, Any]:
@@ -846,7 +1072,7 @@ def slot_to_dict(st: SlotState) -> dict[str, Any]:
         "keys": [{"key_id": k.key_id, "role": k.role.value, "spki_sha256": k.spki_sha256,
                   "created": _t(k.created), "activated": _t(k.activated)} for k in st.keys],
         "records": [{"rdata": r.rdata, "key_id": r.key_id, "state": r.state.value,
-                     "since": _t(r.since)} for r in st.records],
+                     "since": _t(r.since), "kind": r.kind.value} for r in st.records],
         "key_serial": st.key_serial,
         "submitted_at": _t(st.submitted_at),
         "agree_since": _t(st.agree_since),
@@ -874,7 +1100,7 @@ def slot_from_dict(d: dict[str, Any]) -> SlotState:
         keys=[KeyInfo(k["key_id"], KeyRole(k["role"]), k["spki_sha256"], parse_time(k["created"]),
                       _pt(k.get("activated"))) for k in d.get("keys", ())],
         records=[RecordInfo(r["rdata"], r.get("key_id"), RecordState(r["state"]),
-                            parse_time(r["since"])) for r in d.get("records", ())],
+                            parse_time(r["since"]), _kind(r)) for r in d.get("records", ())],
         key_serial=d.get("key_serial", 0),
         submitted_at=_pt(d.get("submitted_at")),
         agree_since=_pt(d.get("agree_since")),
@@ -894,15 +1120,25 @@ def slot_from_dict(d: dict[str, Any]) -> SlotState:
     )
 
 
+def _kind(r: dict[str, Any]) -> RecordKind:
+    if "kind" in r:
+        return RecordKind(r["kind"])
+    return RecordKind.OWN if r.get("key_id") else RecordKind.ADOPTED  # before kinds existed
+
+
 def request_roll(state: SlotState) -> SlotState:
     return replace(_copy(state), roll_requested=True)
 
 
-def transitions_table(names: Iterable[str] | None = None) -> str:
-    """The transitions table as aligned text (docs and `status --explain`)."""
-    rows = [t for t in TRANSITIONS if names is None or t.name in set(names)]
+def transitions_table() -> str:
+    """The transitions table as aligned text (README, `rollover transitions`)."""
+    import textwrap
+
     lines = []
-    for t in rows:
+    for t in TRANSITIONS:
         src = ",".join(p.value for p in t.source)
-        lines.append(f"{t.name:<18} {src:<28} -> {t.target.value:<13} when {t.guard}; {t.action}")
+        dst = ",".join(p.value for p in t.target)
+        lines.append(f"{t.name.value:<18} {src} -> {dst}")
+        text = f"{'outcome: ' if t.outcome else 'when '}{t.guard}; {t.action}"
+        lines += textwrap.wrap(text, 96, initial_indent="    ", subsequent_indent="      ")
     return "\n".join(lines)

@@ -51,22 +51,37 @@ class TLSARecord:
 
     @classmethod
     def from_text(cls, text: str) -> TLSARecord:
-        """Parse "U S M HEX" (hex may contain spaces, any case). Raises ValueError."""
+        """Parse "U S M HEX" (hex may contain spaces, any case). Raises ValueError (one line
+        that shows at most the start of `text`, escaped)."""
+        shown = text if len(text) <= 60 and text.isprintable() else (
+            text[:60].encode("unicode_escape").decode("ascii") + ("..." if len(text) > 60 else "")
+        )
         parts = text.split()
         if len(parts) < 4:
-            raise ValueError(f"TLSA record needs 'usage selector mtype data', got {text!r}")
-        try:
-            usage, selector, mtype = (int(p) for p in parts[:3])
-            data = bytes.fromhex("".join(parts[3:]))
-        except ValueError as exc:
-            raise ValueError(f"bad TLSA record {text!r}: {exc}") from None
+            raise ValueError(f"TLSA record needs 'usage selector mtype data', got {shown!r}")
+        fields = []
+        for name, part in zip(("usage", "selector", "matching type"), parts[:3], strict=False):
+            # int() would take "0_3" and non-ASCII digits: a record field is plain 0-9
+            if not (part.isascii() and part.isdigit()) or len(part) > 3:
+                raise ValueError(f"bad TLSA record {shown!r}: {name} must be a number 0-255")
+            fields.append(int(part))
+        usage, selector, mtype = fields
+        hexdata = "".join(parts[3:])
+        if not hexdata.isascii() or any(c not in "0123456789abcdefABCDEF" for c in hexdata):
+            raise ValueError(f"bad TLSA record {shown!r}: the data must be hexadecimal (0-9, a-f)")
+        if len(hexdata) % 2:
+            raise ValueError(
+                f"bad TLSA record {shown!r}: the data has an odd number of hex digits "
+                f"({len(hexdata)}); each byte is two"
+            )
+        data = bytes.fromhex(hexdata)
         for name, value in (("usage", usage), ("selector", selector), ("matching type", mtype)):
             if not 0 <= value <= 255:
-                raise ValueError(f"bad TLSA record {text!r}: {name} {value} out of range")
+                raise ValueError(f"bad TLSA record {shown!r}: {name} {value} out of range")
         expected = {1: 32, 2: 64}.get(mtype)
         if expected is not None and len(data) != expected:
             raise ValueError(
-                f"bad TLSA record {text!r}: matching type {mtype} needs {expected} bytes, "
+                f"bad TLSA record {shown!r}: matching type {mtype} needs {expected} bytes, "
                 f"got {len(data)}"
             )
         return cls(usage, selector, mtype, data)
@@ -269,3 +284,6 @@ class PresentedChain:
     address: str
     chain: tuple[x509.Certificate, ...] = ()
     error: str | None = None
+    # the error proves nothing of this algorithm is served there (connection refused, or the
+    # server's own handshake-failure alert); any other error means we could not see
+    nothing_served: bool = False

@@ -75,6 +75,10 @@ TLS13_AVAILABLE = _SET_SIGALGS is not None
 class ProbeFailure(Exception):
     """Internal: one line saying why the probe of one address failed."""
 
+    def __init__(self, message: str, nothing_served: bool = False) -> None:
+        super().__init__(message)
+        self.nothing_served = nothing_served
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -87,10 +91,11 @@ class Probe:
     error: str | None = None
     protocol: str | None = None  # "TLSv1.2", "TLSv1.3"
     cipher: str | None = None
+    nothing_served: bool = False  # see PresentedChain.nothing_served
 
     @property
     def presented(self) -> PresentedChain:
-        return PresentedChain(self.address, self.chain, self.error)
+        return PresentedChain(self.address, self.chain, self.error, self.nothing_served)
 
     @property
     def label(self) -> str:
@@ -182,8 +187,10 @@ def _ssl_reason(err: SSL.Error) -> str:
 def _handshake_failure(err: SSL.Error, algorithm: Algorithm, tls: TlsVersion) -> str:
     reason = _ssl_reason(err)
     if "handshake failure" in reason or "no shared cipher" in reason:
-        return (f"TLS {tls} handshake failed: {reason} (no shared cipher: the server has no "
-                f"{algorithm.value} certificate, or none it will use)")
+        # the server's own alert: it is up and has nothing of this algorithm to present
+        raise ProbeFailure(f"TLS {tls} handshake failed: {reason} (no shared cipher: the "
+                           f"server has no {algorithm.value} certificate, or none it will use)",
+                           nothing_served=True)
     if "protocol version" in reason or "unsupported protocol" in reason:
         return f"TLS {tls} handshake failed: {reason} (the server does not speak TLS {tls})"
     return f"TLS {tls} handshake failed: {reason}"
@@ -249,7 +256,8 @@ def probe_tls(address: str, port: int, algorithm: Algorithm | str, host: str,
         try:
             sock.connect((addr, port))
         except ConnectionRefusedError:
-            raise ProbeFailure("connection refused") from None
+            raise ProbeFailure("connection refused (nothing listens)", nothing_served=True) \
+                from None
         except TimeoutError:
             raise ProbeFailure(f"connect timed out after {timeout:g} s") from None
         except OSError as exc:
@@ -260,7 +268,7 @@ def probe_tls(address: str, port: int, algorithm: Algorithm | str, host: str,
             raise ProbeFailure(f"SMTP dialogue failed: {exc.strerror or exc}") from None
         chain, protocol, cipher = _tls(sock, alg, host, tls, timeout)
     except ProbeFailure as failure:
-        return Probe(addr, port, alg, error=str(failure))
+        return Probe(addr, port, alg, error=str(failure), nothing_served=failure.nothing_served)
     finally:
         sock.close()
     if not chain:

@@ -9,6 +9,7 @@ from typing import Any
 
 from rollover import machine as m
 from rollover.clock import format_time
+from rollover.display import printable
 from rollover.errors import ExitStatus
 from rollover.model import ServerAnswer, SlotId
 
@@ -98,7 +99,9 @@ def slot_text(r: SlotReport, now: datetime, *, heading: str = "next") -> list[st
 def text(reports: list[SlotReport], now: datetime, *, heading: str = "next") -> str:
     if not reports:
         return "no endpoints configured"
-    return "\n".join(line for r in reports for line in slot_text(r, now, heading=heading))
+    # server answers, probe errors and subjects are untrusted text: escape control characters
+    lines = (line for r in reports for line in slot_text(r, now, heading=heading))
+    return "\n".join(printable(line) for line in lines)
 
 
 def to_json(reports: list[SlotReport], now: datetime) -> str:
@@ -130,7 +133,7 @@ def nagios(reports: list[SlotReport], now: datetime) -> tuple[ExitStatus, str]:
             warn.append(f"{r.slot}: {r.reason}")
     summary = ", ".join(f"{r.slot} {r.state.phase.value}" for r in reports)
     if crit:
-        return ExitStatus.ERROR, "ROLLOVER CRITICAL - " + "; ".join(crit)
+        return ExitStatus.ERROR, printable("ROLLOVER CRITICAL - " + "; ".join(crit))
     if warn:
-        return ExitStatus.WARNING, "ROLLOVER WARNING - " + "; ".join(warn)
+        return ExitStatus.WARNING, printable("ROLLOVER WARNING - " + "; ".join(warn))
     return ExitStatus.OK, "ROLLOVER OK - " + summary

@@ -26,7 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from rollover import fileio
+from rollover import fileio, state_codec
+from rollover.display import clip, shown_path
 from rollover.errors import LockedError, StateError
 
 SCHEMA_VERSION = 1
@@ -79,9 +80,11 @@ class StateStore:
         self.state_file = self.state_dir / STATE_FILE
         self.keys_dir = self.state_dir / KEYS_DIR
         self._lock_fd: int | None = None
+        if not str(state_dir).strip():
+            raise StateError("the state directory name is empty")
         if create:
             self._make_dir(self.state_dir)
-        if self.state_dir.exists():
+        if _exists(self.state_dir):
             self.check()
         if create:
             self._make_dir(self.keys_dir)
@@ -103,16 +106,19 @@ class StateStore:
                 self._check_private_dir(d, self._stat_dir(d, "key directory"), "key directory")
         for directory in (self.keys_dir, self.state_dir / ARCHIVE_DIR):
             for entry in _scandir(directory):
-                if entry.is_file(follow_symlinks=False) and entry.name.endswith(".pem"):
+                # every *.pem, links included: a link to a 0644 file is a loose key
+                if entry.name.endswith(".pem") and not fileio.is_temp_name(entry.name):
                     fileio.check_private(Path(entry.path), "key file", StateError)
+        if os.path.lexists(self.state_file):
+            fileio.check_private(self.state_file, "state file", StateError)
 
     def _stat_dir(self, path: Path, what: str) -> os.stat_result:
         try:
             st = os.stat(path)
         except OSError as exc:
-            raise StateError(f"{what} {path}: {exc.strerror}") from None
+            raise StateError(f"{what} {shown_path(path)}: {exc.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
-            raise StateError(f"{what} {path} is not a directory")
+            raise StateError(f"{what} {shown_path(path)} is not a directory")
         return st
 
     def _check_private_dir(self, path: Path, st: os.stat_result, what: str) -> None:
@@ -128,7 +134,7 @@ class StateStore:
         except FileExistsError:
             return
         except OSError as exc:
-            raise StateError(f"cannot create {path}: {exc.strerror}") from None
+            raise StateError(f"cannot create {shown_path(path)}: {exc.strerror}") from None
         os.chmod(path, 0o700)  # the umask may have taken bits we want: exactly 0700
         fileio.fsync_dir(path.parent)
 
@@ -191,11 +197,15 @@ class StateStore:
         if self._lock_fd is not None:
             self._repair()
         try:
-            raw = self.state_file.read_bytes()
+            os.lstat(self.state_file)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StateError(f"cannot read {self.state_file}: {exc.strerror}") from None
+        # rollover writes it 0600 by rename: a link, a FIFO, a huge or loose file is not ours
+        raw = fileio.read_limited(self.state_file, "state file", fileio.STATE_LIMIT,
+                                  missing=StateError, bad=StateError, follow_symlinks=False,
+                                  private=True)
         return parse_document(raw, self.state_file)
 
     def save(self, doc: dict[str, Any]) -> None:
@@ -326,7 +336,14 @@ def parse_document(raw: bytes, path: Path) -> dict[str, Any]:
             "(move it away to start from scratch)"
         ) from None
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_constant=_refuse_constant, parse_int=_parse_int)
+    except RecursionError:  # the C decoder's answer to [[[[...]]]] 100,000 deep
+        raise StateError(
+            f"{path} is corrupt: nested too deeply to be a state file; {LEFT_AS_IS}"
+        ) from None
+    except _ConstantError as exc:
+        raise StateError(f"{path} is corrupt: {exc}, which is not a state file's; {LEFT_AS_IS}") \
+            from None
     except json.JSONDecodeError as exc:
         offset = len(text[: exc.pos].encode("utf-8"))
         raise StateError(
@@ -340,34 +357,66 @@ def parse_document(raw: bytes, path: Path) -> dict[str, Any]:
         raise StateError(f"{path} is corrupt: no integer 'schema' field")
     if schema > SCHEMA_VERSION:
         raise StateError(
-            f"{path} was written by a newer rollover (schema {schema}; this version knows up to "
+            f"{path} was written by a newer rollover (schema {clip(str(schema), 20)}; this "
+            "version knows up to "
             f"{SCHEMA_VERSION}); upgrade rollover"
         )
     if schema < 1:
-        raise StateError(f"{path} is corrupt: unknown schema {schema}")
+        raise StateError(f"{path} is corrupt: unknown schema {clip(str(schema), 20)}")
+    try:
+        state_codec.check_document(doc)
+    except state_codec.StateShapeError as exc:
+        raise StateError(f"{path} is not a valid state file: {exc}; {LEFT_AS_IS}") from None
     return doc
 
 
+LEFT_AS_IS = (
+    "it was left as it is (restore it from a backup, or move it away to start from scratch)"
+)
+
+
+class _ConstantError(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    """json.loads accepts NaN and Infinity, which are not JSON: a file holding them is not ours."""
+    raise _ConstantError(f"the value {name}")
+
+
 def _read_private(path: Path, what: str) -> bytes:
+    """A private key file: a regular 0600 file (checked on the opened descriptor), no link."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        os.lstat(path)
     except FileNotFoundError:
         raise StateError(f"{what} is missing ({path})") from None
     except OSError as exc:
         raise StateError(f"cannot read {what} ({path}): {exc.strerror}") from None
+    data = fileio.read_limited(path, what, fileio.SECRET_LIMIT, missing=StateError,
+                               bad=StateError, follow_symlinks=False, private=True)
+    if not data.strip():
+        raise StateError(f"{what} ({path}) is empty")
+    return data
+
+
+def _parse_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > 20:  # int() refuses > 4300 digits with a Python message
+        raise _ConstantError(f"a number with {len(digits)} digits")
+    return int(digits)
+
+
+def _exists(path: Path) -> bool:
+    """Like Path.exists(), but a name the system refuses (too long, a NUL byte) is an error
+    that names it, not a traceback."""
     try:
-        st = os.fstat(fd)
-        if fileio.loose_bits(st.st_mode):
-            raise StateError(
-                f"{what} ({path}) is accessible by group/other (mode "
-                f"{stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
-            )
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise StateError(f"state directory {shown_path(path)}: {exc.strerror}") from None
+    except ValueError:
+        raise StateError("the state directory name holds a NUL byte") from None
+    return True
 
 
 def _read_pid(fd: int) -> int | None:

@@ -1,7 +1,8 @@
 """TLSA maths: certificates, keys and bundles in; TLSA records and zone-file lines out.
 
-Ground floor: imports only the standard library, `cryptography`, and rollover.model/errors.
-Everything here is pure except `load_material`, which reads one file.
+Ground floor: imports only the standard library, `cryptography`, and rollover's ground floor
+(model, errors, display, fileio). Everything here is pure except `load_material`, which reads
+one file (bounded, never blocking).
 
 The records equal what the seed how-to's openssl recipes give, e.g. for 3 1 1:
 `openssl x509 -noout -pubkey | openssl pkey -pubin -outform DER | openssl sha256`.
@@ -13,8 +14,9 @@ import base64
 import binascii
 import hashlib
 import re
+import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal, cast, get_args
@@ -28,8 +30,11 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     PrivateKeyTypes,
     PublicKeyTypes,
 )
+from cryptography.utils import CryptographyDeprecationWarning
 
-from rollover.errors import InputError, MissingInputError
+from rollover.display import printable, shown_path
+from rollover.errors import InputError
+from rollover.fileio import CERT_LIMIT, read_limited
 from rollover.model import Algorithm, TLSARecord
 
 PublicKey = PublicKeyTypes
@@ -72,6 +77,7 @@ class Material:
     certificates: tuple[x509.Certificate, ...] = ()
     public_keys: tuple[PublicKeyTypes, ...] = ()
     private_keys: tuple[PrivateKeyTypes, ...] = ()
+    notes: tuple[str, ...] = ()  # worth telling the operator, not fatal (a non-positive serial)
 
     @property
     def kind(self) -> str:
@@ -99,20 +105,8 @@ def load_material(path: str | Path) -> Material:
     Raises MissingInputError (missing, unreadable, a directory) or InputError (empty, not PEM/DER,
     truncated, a CSR, an encrypted private key, ...), each one line naming the file.
     """
-    p = Path(path)
-    label = str(path)
-    try:
-        if p.is_dir():
-            raise MissingInputError(f"{label}: is a directory, not a certificate or key file")
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise MissingInputError(f"{label}: no such file") from None
-    except PermissionError:
-        raise MissingInputError(f"{label}: permission denied") from None
-    except IsADirectoryError:
-        raise MissingInputError(f"{label}: is a directory, not a certificate or key file") from None
-    except OSError as exc:
-        raise MissingInputError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    label = shown_path(path)
+    data = read_limited(path, "certificate or key file", CERT_LIMIT)
     return parse_material(data, label)
 
 
@@ -120,11 +114,48 @@ def parse_material(data: bytes, label: str) -> Material:
     """Parse bytes (PEM or DER) from `label` (a file name, for messages)."""
     if not data.strip():
         raise InputError(f"{label}: file is empty")
-    if b"-----BEGIN " in data:
-        return _parse_pem(data, label)
-    if data[:1] == b"\x30":
-        return _parse_der(data, label)
-    raise InputError(f"{label}: not a PEM or DER certificate or key")
+    with warnings.catch_warnings(record=True) as caught:
+        # cryptography warns (with its own file path) about certificates RFC 5280 forbids;
+        # the operator gets one sentence instead
+        warnings.simplefilter("always", CryptographyDeprecationWarning)
+        if b"-----BEGIN " in data:
+            material = _parse_pem(data, label)
+        elif data[:1] == b"\x30":
+            material = _parse_der(data, label)
+        else:
+            raise InputError(f"{label}: not a PEM or DER certificate or key")
+        for n, cert in enumerate(material.certificates, 1):
+            _check_public_key(cert, f"{label}: certificate {n}")
+        notes = [
+            f"{label}: certificate {n} has a non-positive serial number (RFC 5280 forbids it; "
+            "some TLS clients refuse such a certificate)"
+            for n, cert in enumerate(material.certificates, 1)
+            if cert.serial_number <= 0
+        ]
+    for w in caught:  # not ours to hide: hand back what we did not explain
+        if not issubclass(w.category, CryptographyDeprecationWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return replace(material, notes=tuple(notes)) if notes else material
+
+
+def _check_public_key(cert: x509.Certificate, what: str) -> None:
+    """Refuse a certificate whose key rollover cannot read (an unknown algorithm or EC curve):
+    every record and every DANE match needs it."""
+    try:
+        cert.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        oid = _key_oid(cert)
+        raise InputError(
+            f"{what} has a public key of a type rollover cannot read{oid} (supported: RSA, "
+            "ECDSA P-256/P-384/P-521, Ed25519, Ed448, DSA)"
+        ) from None
+
+
+def _key_oid(cert: x509.Certificate) -> str:
+    try:
+        return f" (algorithm OID {cert.public_key_algorithm_oid.dotted_string})"
+    except (ValueError, UnsupportedAlgorithm):  # pragma: no cover - the OID is always there
+        return ""
 
 
 def _parse_pem(data: bytes, label: str) -> Material:
@@ -361,7 +392,8 @@ def name_text(name: x509.Name) -> str:
             short = _SHORT_NAMES.get(attr.oid.dotted_string)
             key = short or attr.oid.dotted_string
             value = attr.value if isinstance(attr.value, str) else attr.value.hex()
-            parts.append(f"{key} = {value}")
+            # a certificate is untrusted input: no newline or escape sequence gets through
+            parts.append(f"{key} = {printable(value)}")
     return ", ".join(parts)
 
 

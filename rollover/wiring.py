@@ -18,7 +18,7 @@ from rollover.clock import Clock
 from rollover.config import Config, EndpointConfig
 from rollover.engine import CertSource, Edges, Engine, Installer
 from rollover.errors import ConfigError, InstallError, ProviderError, RolloverError
-from rollover.model import Scheme, TLSARecord
+from rollover.model import TLSARecord
 from rollover.observe import Observer
 from rollover.providers.base import Provider
 from rollover.state import StateStore
@@ -81,10 +81,6 @@ def build_engine(config: Config, clock: Clock, *, with_certs: bool = True,
                  create_state: bool = True) -> Engine:
     """The engine with real edges. `with_certs=False` (plan, status) skips ACME, installers
     and the prober; `create_state=False` creates nothing on disk."""
-    for ep in config.endpoints:
-        if ep.scheme != Scheme.CURRENT_NEXT:
-            raise ConfigError(f"{ep.where}: {ep.host}: scheme {ep.scheme.value} is not "
-                              "implemented yet; use current+next")
     store = StateStore(config.state_dir, create=create_state)
     observer = Observer(config.resolver, port=config.dns.port, timeout=config.dns.timeout,
                         clock=clock)

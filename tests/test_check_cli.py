@@ -212,11 +212,11 @@ def test_chain_file_with_tlsa(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     (["--address", "mail.example.test", "--tlsa", "3 1 1 " + "ab" * 32], ExitStatus.USAGE,
      "--address 'mail.example.test' is not an IP address"),
     (["--chain", "/nonexistent/chain.pem", "--tlsa", "3 1 1 " + "ab" * 32],
-     ExitStatus.NO_INPUT, "/nonexistent/chain.pem: no such file"),
+     ExitStatus.NO_INPUT, "/nonexistent/chain.pem does not exist"),
     (["--port", "0", "--tlsa", "3 1 1 " + "ab" * 32], ExitStatus.USAGE, "out of range"),
     (["--resolver", "dns.example"], ExitStatus.USAGE, "is not an IP address"),
     ([], ExitStatus.USAGE, "give --resolver IP"),
-    (["--config", "/nonexistent/rollover.yaml"], ExitStatus.CONFIG, "cannot read"),
+    (["--config", "/nonexistent/rollover.yaml"], ExitStatus.CONFIG, "does not exist"),
     (["--chain", "x.pem", "--address", "127.0.0.1"], ExitStatus.USAGE, "leave out --address"),
     (["--algorithm", "dsa"], ExitStatus.USAGE, "invalid choice"),
 ])
@@ -241,4 +241,4 @@ def test_unreachable_address_is_a_failed_chain(capsys: pytest.CaptureFixture[str
     code, out, _ = check(capsys, HOSTNAME, "--address", "127.0.0.1", "--port", "9",
                          "--algorithm", "rsa2048", "--tlsa", "3 1 1 " + "ab" * 32)
     assert code == ExitStatus.ERROR
-    assert out.splitlines()[0] == "FAIL  127.0.0.1:9 rsa2048: connection refused"
+    assert out.splitlines()[0] == "FAIL  127.0.0.1:9 rsa2048: connection refused (nothing listens)"

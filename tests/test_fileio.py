@@ -134,5 +134,5 @@ def test_read_secret_not_utf8_and_directory(tmp_path: Path) -> None:
         read_secret(path, "TSIG secret file")
     d = tmp_path / "dir"
     d.mkdir(mode=0o700)
-    with pytest.raises(ConfigError, match="is not a regular file"):
+    with pytest.raises(ConfigError, match="is a directory, not a regular file"):
         read_secret(d, "TSIG secret file")

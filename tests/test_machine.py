@@ -113,7 +113,7 @@ def test_full_cycle_uses_transitions_from_the_table() -> None:
     # "issued" is a move made by an event, not by a step decision
     assert {"stage-current", "stage-next", "inspect-live", "publish", "omnipresent",
             "order-first", "issued"} - seen == {"issued"}
-    assert {"install", "verified", "roll", "retire", "settled"} <= seen
+    assert {"install", "probe", "roll", "retire", "settled", "drop-key"} <= seen
     assert st.phase == Phase.ACTIVE
     assert [k.role for k in st.keys] == [KeyRole.CURRENT, KeyRole.NEXT]
     assert len(st.wanted()) == 2 and st.installed is not None
@@ -504,3 +504,35 @@ def test_ari_without_an_answer_keeps_the_old_plan_and_stops_asking() -> None:
     assert st.installed.renew_at == before and st.installed.ari_retry_after is None
     r = m.step(st, everywhere(t + 6, st.wanted()), POLICY, at(t + 6))
     assert r.action is None and r.wake_at is not None and r.wake_at > at(t + 86400)
+
+
+def test_a_failed_look_at_the_server_never_publishes_blind() -> None:
+    """Bootstrap: when the key in service cannot be seen, nothing is published; the look is
+    retried after a poll interval and the reason names the address."""
+    st = m.SlotState.new(SLOT, at(0))
+    n = 0
+    while True:
+        r = m.step(st, None, POLICY, at(0))
+        st = r.state
+        if isinstance(r.action, m.StageKey):
+            n += 1
+            st = m.apply(st, m.KeyStaged(at(0), r.action.key_id, r.action.role, spki(n)),
+                         POLICY, at(0))
+            continue
+        break
+    assert isinstance(r.action, m.InspectLive)
+    st = m.apply(st, m.LiveUnseen(at(0), "192.0.2.25:25: timed out"), POLICY, at(0))
+    r = m.step(st, None, POLICY, at(1))
+    assert r.action is None and "192.0.2.25:25: timed out" in r.reason
+    assert "can't see the key in service" in r.reason and st.phase == Phase.NEW
+    assert r.wake_at == at(0) + POLICY.poll
+    r = m.step(r.state, None, POLICY, at(0) + POLICY.poll)
+    assert isinstance(r.action, m.InspectLive)  # looks again, still does not publish
+    st = m.apply(r.state, m.LiveSeen(at(40), frozenset({"3 1 1 " + "ab" * 32})), POLICY, at(40))
+    r = m.step(st, None, POLICY, at(40))
+    assert isinstance(r.action, m.Publish) and "3 1 1 " + "ab" * 32 in r.action.add
+    # the operator's word (bootstrap: no-certificate) overrules a blocked look at once
+    blocked = m.apply(st, m.LiveUnseen(at(40), "x"), POLICY, at(40))
+    blocked.live_checked = False
+    r = m.step(blocked, None, m.Policy(ttl=60, inspect_live=False), at(41))
+    assert isinstance(r.action, m.Publish)

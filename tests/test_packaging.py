@@ -27,6 +27,9 @@ def test_wheel_has_no_top_level_providers_or_hooks(tmp_path: Path) -> None:
     assert "rollover/providers/rfc2136.py" in names
     assert "rollover/providers/base.py" in names
     assert "rollover/hooks/postfix.py" in names
+    # every subpackage of rollover/ ships (a package missing from pyproject's list would not)
+    for init in sorted((REPO / "rollover").glob("*/__init__.py")):
+        assert f"rollover/{init.parent.name}/__init__.py" in names, init
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "rollover = rollover.cli:entry" in text

@@ -86,7 +86,8 @@ def test_live_prober_resolves_through_the_lab_dns(dns_lab: DnsLab,
     ep2 = EndpointConfig(host="mail2.example.test", provider="lab")
     seen2 = LiveProber([primary]).probe(ep2, SlotId("mail2.example.test", 25,
                                                     Algorithm.ECDSA_P256))
-    assert [s.error for s in seen2] == ["connection refused"]
+    assert [(s.error, s.nothing_served) for s in seen2] == [
+        ("connection refused (nothing listens)", True)]
     # a name without addresses: nothing to probe (the engine reports "no address")
     ep3 = EndpointConfig(host="nothing.example.test", provider="lab")
     assert LiveProber([primary]).probe(ep3, SlotId("nothing.example.test", 25,
@@ -109,7 +110,8 @@ def test_nothing_listening_is_an_error_not_an_exception() -> None:
     with SmtpStub("127.0.0.1") as stub:
         port = stub.port
     p = probe_chain("127.0.0.1", port, "ecdsa-p256", HOSTNAME, timeout=2)
-    assert p == PresentedChain("127.0.0.1", (), "connection refused")
+    assert p == PresentedChain("127.0.0.1", (), "connection refused (nothing listens)",
+                               nothing_served=True)
 
 
 def test_plain_server_without_starttls() -> None:
@@ -117,6 +119,7 @@ def test_plain_server_without_starttls() -> None:
         p = probe_chain("127.0.0.1", stub.port, "rsa2048", HOSTNAME, timeout=5)
     assert p.chain == ()
     assert p.error is not None and p.error.startswith("no STARTTLS")
+    assert not p.nothing_served  # a server that hides its key: bootstrap must not go blind
 
 
 def test_refusing_banner() -> None:
@@ -129,6 +132,7 @@ def test_silent_server_times_out() -> None:
     with SmtpStub("127.0.0.1", silent=True) as stub:
         p = probe_chain("127.0.0.1", stub.port, "rsa2048", HOSTNAME, timeout=0.3)
     assert p.error == "timed out waiting for the banner reply"
+    assert not p.nothing_served
 
 
 def test_not_an_ip_address_is_never_resolved() -> None:
@@ -145,6 +149,7 @@ def test_no_certificate_of_that_algorithm() -> None:
     assert bad.chain == ()
     assert bad.error is not None and "no shared cipher" in bad.error
     assert "no rsa2048 certificate" in bad.error and "\n" not in bad.error
+    assert bad.nothing_served and not ok.nothing_served
 
 
 def test_ipv6_literal() -> None:

@@ -28,6 +28,28 @@ PEM = (
 )
 
 
+def doc_of(n: int, slots: int = 1) -> dict[str, object]:
+    """A valid state document (the store refuses anything else) that carries `n`, and whose
+    size grows with `slots`: each slot's last_error holds a hash of n."""
+    tag = hashlib.sha256(str(n).encode()).hexdigest()
+    return {"slots": {
+        f"h{i}.example.test:25:ecdsa-p256": {
+            "slot": f"h{i}.example.test:25:ecdsa-p256", "phase": "new",
+            "phase_since": "2026-01-01T00:00:00.000+00:00", "key_serial": n, "last_error": tag,
+        }
+        for i in range(slots)
+    }}
+
+
+def n_of(doc: dict[str, object]) -> int:
+    slots = doc["slots"]
+    assert isinstance(slots, dict)
+    first = next(iter(slots.values()))
+    assert all(s["last_error"] == hashlib.sha256(str(first["key_serial"]).encode()).hexdigest()
+               for s in slots.values())
+    return int(first["key_serial"])
+
+
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
@@ -47,7 +69,7 @@ def child(code: str, *args: str) -> subprocess.Popen[str]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"},
     )
 
 
@@ -62,8 +84,8 @@ def test_fresh_store(tmp_path: Path) -> None:
     assert mode_of(d / "keys") == 0o700
     assert store.load() is None
     with store.lock():
-        store.save({"slots": {"a": 1}})
-        assert store.load() == {"schema": SCHEMA_VERSION, "slots": {"a": 1}}
+        store.save(doc_of(1))
+        assert store.load() == {"schema": SCHEMA_VERSION, **doc_of(1)}
     assert mode_of(d / "state.json") == 0o600
     assert json.loads((d / "state.json").read_text())["schema"] == SCHEMA_VERSION
 
@@ -111,6 +133,7 @@ def test_corrupt_or_newer_state_is_refused_and_left_alone(
     store = StateStore(tmp_path / "s")
     path = tmp_path / "s" / "state.json"
     path.write_bytes(content)
+    path.chmod(0o600)
     before = os.stat(path)
     with pytest.raises(StateError, match=message) as info:
         store.load()
@@ -125,16 +148,16 @@ def test_corrupt_or_newer_state_is_refused_and_left_alone(
 def test_leftover_temp_file_is_cleaned_under_the_lock_only(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "s")
     with store.lock():
-        store.save({"n": 1})
+        store.save(doc_of(1))
     leftover = tmp_path / "s" / ".state.json.tmp-0123456789ab"
     leftover.write_text('{"n": 2, "half')
     key_leftover = tmp_path / "s" / "keys" / ".k.pem.tmp-0123456789ab"
     key_leftover.write_bytes(b"half a key")
     key_leftover.chmod(0o600)
-    assert store.load() == {"schema": 1, "n": 1}
+    assert store.load() == {"schema": 1, **doc_of(1)}
     assert leftover.exists()  # a reader without the lock changes nothing
     with store.lock():
-        assert store.load() == {"schema": 1, "n": 1}
+        assert store.load() == {"schema": 1, **doc_of(1)}
     assert not leftover.exists()
     assert not key_leftover.exists()
     assert store.list_keys() == []
@@ -143,15 +166,15 @@ def test_leftover_temp_file_is_cleaned_under_the_lock_only(tmp_path: Path) -> No
 # -- kill -9 in the middle of saving --------------------------------------------------------
 
 SAVER = """
-import hashlib, sys
+import sys
 from pathlib import Path
 from rollover.state import StateStore
+from test_state import doc_of
 store = StateStore(Path(sys.argv[1]))
 n = int(sys.argv[2])
 with store.lock():
     while True:
-        blob = hashlib.sha256(str(n).encode()).hexdigest() * 4000
-        store.save({"n": n, "blob": blob})
+        store.save(doc_of(n, 1500))
         print(n, flush=True)
         n += 1
 """
@@ -179,14 +202,14 @@ def test_save_survives_kill_9(tmp_path: Path) -> None:
         proc.stdin.close()
         assert last is not None
         doc = json.loads((d / "state.json").read_bytes())  # always complete, valid JSON
-        assert doc["n"] >= last  # the last printed version, or one written after it
-        assert doc["blob"] == hashlib.sha256(str(doc["n"]).encode()).hexdigest() * 4000
+        assert n_of(doc) >= last  # the last printed version, or one written after it
+        assert len(doc["slots"]) == 1500
         temps_seen += sum(1 for p in d.iterdir() if is_temp_name(p.name))
         store = StateStore(d)
         with store.lock():  # the killed holder's lock is gone; leftovers are repaired
             assert store.load() == {"schema": 1, **doc}
         assert not [p for p in d.iterdir() if is_temp_name(p.name)]
-        next_n = doc["n"] + 1
+        next_n = n_of(doc) + 1
     print(f"kill -9 rounds: 20, temp files left behind and cleaned: {temps_seen}")
 
 

@@ -222,7 +222,7 @@ def test_load_errors(tmp_path: Path) -> None:
         path = tmp_path / name
         path.write_bytes(data)
         assert expected in _error(path), name
-    assert "no such file" in _error(tmp_path / "missing.pem")
+    assert "does not exist" in _error(tmp_path / "missing.pem")
     assert "directory" in _error(tmp_path)
     csr_der = x509.load_pem_x509_csr(certgen.make_csr()).public_bytes(
         serialization.Encoding.DER)

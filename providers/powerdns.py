@@ -143,10 +143,12 @@ class PowerDNSProvider(ProviderBase):
             detail = _error_text(exc)
             if exc.code in (401, 403):
                 raise ProviderError(f"{where} refused the API key ({exc.code}) {what}: check "
-                                    "api_key_file against the server's api-key") from None
+                                    "api_key_file against the server's api-key",
+                                    permanent=True) from None
             if exc.code == 404:
                 raise ProviderError(f"{where}: not found (404) {what}{detail}: is the zone on "
-                                    f"this server (server_id {self.options.server_id})?") from None
+                                    f"this server (server_id {self.options.server_id})?",
+                                    permanent=True) from None
             raise ProviderError(f"{where} answered HTTP {exc.code} {what}{detail}") from None
         except urllib.error.URLError as exc:
             reason = exc.reason

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from rollover import machine as m
-from rollover import tlsa
+from rollover import registry, spool, tlsa
 from rollover.clock import Clock
 from rollover.config import Config, EndpointConfig
 from rollover.errors import (
@@ -32,7 +32,7 @@ from rollover.issuers import IssuerError, issuer_chain
 from rollover.model import Observation, PresentedChain, Scheme, SlotId
 from rollover.providers.base import Change, Provider
 from rollover.report import SlotReport
-from rollover.sources import CertSourceError
+from rollover.sources import CertSourceError, ExternalCert, NoCertYet
 from rollover.state import StateStore
 
 log = logging.getLogger("rollover.engine")
@@ -115,7 +115,19 @@ def policy_for(endpoint: EndpointConfig) -> m.Policy:
         scheme=endpoint.scheme.value,
         issuer_pins=frozenset(endpoint.issuer_pins),
         max_records=endpoint.max_records,
+        external_source=_external(endpoint),
     )
+
+
+def _external(endpoint: EndpointConfig) -> str:
+    """Who decides the key when the source is external (certbot, files); "" for ACME."""
+    if endpoint.certificate is None:
+        return ""
+    try:
+        plugin = registry.find("source", endpoint.certificate.source)
+    except registry.PluginError:
+        return ""  # refused when the config loaded; nothing to build here
+    return str(getattr(plugin, "EXTERNAL", ""))
 
 
 def _hostport(address: str, port: int) -> str:
@@ -198,6 +210,7 @@ class Engine:
                         self._save(doc, m.request_roll(st))
             deadline = self.clock.now() + timedelta(seconds=max_wait)
             while True:
+                self._pick_up_spool(doc)
                 reports = [self._advance(doc, ep, slot) for ep, slot in self.slots()]
                 now = self.clock.now()
                 wakes = [r.wake_at for r in reports if r.wake_at is not None]
@@ -209,6 +222,19 @@ class Engine:
                 if progress is not None:
                     progress(reports, wake)
                 self.clock.sleep(max(0.05, (wake - now).total_seconds()))
+
+    def _pick_up_spool(self, doc: dict[str, Any]) -> None:
+        """What deploy hooks left while no run held the lock (or while this one did): the
+        slots of those endpoints look at their source on their next step."""
+        spooled = spool.read(self.edges.store.state_dir)
+        for ep, slot in self.slots():
+            entry = spooled.get(str(ep.endpoint))
+            if entry is not None:
+                log.info("%s: %s", slot, entry.describe())
+                self._save(doc, m.source_changed(self._slot_state(doc, slot)))
+        for ep in self.config.endpoints:
+            if str(ep.endpoint) in spooled:
+                spool.remove(self.edges.store.state_dir, spooled[str(ep.endpoint)])
 
     def _check_providers(self) -> None:
         """Read each endpoint's RRset through its provider before changing anything, so bad
@@ -312,6 +338,10 @@ class Engine:
             st = m.apply(st, event, policy, self.clock.now())
             self._save(doc, st)
             done.append(action.describe())
+            if isinstance(event, m.CertAwaited) and event.problem:
+                log.warning("%s: %s", slot, event.problem)
+                return SlotReport(slot, st, f"certificate source: {event.problem}", None, None,
+                                  done, event.problem)
             if isinstance(event, m.LiveUnseen):
                 # Nothing else can progress for this slot until the look succeeds: say so
                 # with a non-zero exit rather than wait quietly.
@@ -346,6 +376,8 @@ class Engine:
             return self._rollback(ep, st)
         if isinstance(action, m.InspectLive):
             return self._inspect_live(ep, st)
+        if isinstance(action, m.TakeCert):
+            return self._take(ep, st, action)
         if isinstance(action, m.RefreshAri):
             return self._refresh_ari(ep, st)
         if isinstance(action, m.DropKey):
@@ -422,6 +454,48 @@ class Engine:
                 issuers,
             ),
         )
+
+    def _take(self, ep: EndpointConfig, st: m.SlotState, action: m.TakeCert) -> m.Event:
+        """An external source's newest certificate, if rollover has not seen it: its key is
+        copied into the state dir (the installer reads it there; the source's files are never
+        written), the chain stored like an ordered one."""
+        now = self.clock.now()
+        source = self.edges.certs.get(str(ep.endpoint))
+        latest = getattr(source, "latest", None)
+        if source is None or not callable(latest):
+            return m.CertAwaited(now, "the certificate source is not an external one")
+        try:
+            snap: ExternalCert = latest(st.slot)
+        except NoCertYet as exc:
+            log.info("%s: %s", st.slot, exc)
+            return m.CertAwaited(now)
+        except CertSourceError as exc:
+            return m.CertAwaited(now, str(exc))
+        seen = {c.serial for c in (st.installed, st.pending) if c is not None}
+        if snap.serial in seen:
+            return m.CertAwaited(now)
+        known = next((k for k in st.keys if k.spki_sha256 == snap.spki_sha256), None)
+        key_id = known.key_id if known else action.key_id
+        store = self.edges.store
+        if not store.has_key(key_id):
+            store.write_key(key_id, snap.key_pem)
+        elif store.read_key(key_id) != snap.key_pem and known is None:
+            # a crashed take wrote this id for a key certbot has replaced since
+            store.delete_key(key_id)
+            store.write_key(key_id, snap.key_pem)
+        chain_pem, issuers = snap.chain_pem, tuple[str, ...]()
+        if ep.scheme == Scheme.CURRENT_ISSUER:
+            try:
+                chain_pem, issuers = issuer_chain(snap.chain_pem, ep)
+            except IssuerError as exc:
+                return m.CertAwaited(now, f"{st.slot}: {exc}")
+        rel = f"certs/{st.slot.key.replace(':', '_')}-{snap.serial}.pem"
+        store.write_file(rel, chain_pem, 0o644)
+        log.info("%s: took certificate %s (key %s%s)", st.slot, snap.serial, key_id,
+                 "" if known else ", new")
+        return m.CertTaken(now, key_id, snap.spki_sha256,
+                           m.CertInfo(key_id, snap.serial, snap.not_after, now, rel,
+                                      issuers=issuers))
 
     def _load_chain(self, rel: str) -> list[x509.Certificate]:
         data = self.edges.store.read_file(rel)

@@ -786,7 +786,7 @@ def _on_new(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         if _source_fresh(st, policy, now):
             return _wait(st, _awaiting(st, policy, "issued a certificate for"), None)
         return _do(st, TakeCert(st.slot, _new_key_id(st, KeyRole.CURRENT)),
-                   f"the key is {policy.external_source}'s: take it with its certificate",
+                   f"{policy.external_source} decides the key: take it with its certificate",
                    Move.TAKE_CERT)
     for role, name in roles:
         if st.key(role) is None:

@@ -48,7 +48,7 @@ from rollover.engine import IssuedCert
 from rollover.errors import InputError
 from rollover.model import Algorithm, SlotId
 from rollover.registry import ParseContext, SourceEnv
-from rollover.sources import CertSourceError
+from rollover.sources import CertSourceError, ExternalCert, NoCertYet
 
 
 @dataclass(frozen=True)
@@ -72,26 +72,10 @@ class FilesOptions:
         return tuple(f.key for f in self.files.values())
 
 
-@dataclass(frozen=True)
-class ExternalCert:
-    """One consistent snapshot of a slot's files."""
-
-    chain_pem: bytes  # leaf first, then intermediates, PEM
-    key_pem: bytes = field(repr=False)
-    spki_sha256: str  # hex: the data of the key's 3 1 1 record
-    not_after: datetime
-    serial: str
-    fingerprint: str  # sha256 over chain and key: a different value means "changed"
-
-    @property
-    def rdata(self) -> str:
-        return f"3 1 1 {self.spki_sha256}"
-
-
 class FilesSource:
     OPTIONS = ("files",)
     REQUIRES_RTYPES: tuple[str, ...] = ()
-    external_keys = True  # the keys are the other tool's, not staged by rollover
+    EXTERNAL = "the tool writing the files"  # it decides the key, not rollover
 
     @classmethod
     def parse_options(cls, sec: Section, ctx: ParseContext) -> FilesOptions | None:
@@ -214,7 +198,7 @@ def _read(path: Path, *, private: bool) -> bytes:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise CertSourceError(f"{path} does not exist (not written yet?)") from None
+        raise NoCertYet(f"{path} does not exist (not written yet?)") from None
     except OSError as exc:
         raise CertSourceError(f"cannot stat {path}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):

@@ -17,13 +17,11 @@ leaf must name the host and not be expired, and the key file must not be readabl
 A pair caught between two writes of the other tool is "in flux" (CertSourceError), never half
 used. `changed(slot, fingerprint)` says whether there is something new since `fingerprint`.
 
-The safety rules are those of ACME certificates: a certificate for a key whose 3 1 1 rollover
-has published and seen omnipresent may be installed (a same-key renewal); a certificate for a
-NEW key (the other tool generated one) must not be installed before its 3 1 1 is omnipresent.
-`order(endpoint, slot, key_pem)` therefore hands over the files' chain only when their key is
-`key_pem`, the key the machine published; for a new key `latest()` gives the engine the chain and
-key so the machine can stage (adopt) that key, publish it, wait until it is omnipresent and only
-then install it (that step is the machine's, see README "Certificate sources").
+The other tool decides the key (`EXTERNAL`): the machine takes each new snapshot (take-cert).
+A same-key renewal goes in without a TLSA change; a NEW key (the other tool generated one) has
+its 3 1 1 published first and is installed only once that record is omnipresent (current+next)
+or at once when an omnipresent issuer 2 1 1 covers it (current+issuer). `order()` is kept for
+callers that hold a staged key: it hands over the files' chain only when their key is that one.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         # argparse quotes the offending argument: keep it short and free of control characters
-        raise _UsageExit(f"{self.prog}: {clip(message, 300)}")
+        raise _UsageExit(f"{self.prog}: error: {clip(message, 300)}")
 
 
 class _UsageExit(Exception):
@@ -82,7 +82,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return int(exc.code or 0)
         _setup_logging(args.verbose)
         if not args.command:
-            parser.print_help(sys.stderr)
+            print(f"rollover: error: no COMMAND given (one of {', '.join(COMMANDS)}); "
+                  "rollover --help tells more", file=sys.stderr)
             return ExitStatus.USAGE
         if getattr(args, "_missing", False):
             print(f"rollover {args.command}: not implemented yet", file=sys.stderr)

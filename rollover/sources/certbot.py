@@ -37,7 +37,7 @@ import yaml
 
 from rollover.clock import Clock, SystemClock
 from rollover.confcheck import Section
-from rollover.engine import IssuedCert
+from rollover.edges import IssuedCert
 from rollover.model import Algorithm, SlotId
 from rollover.registry import ParseContext, SourceEnv
 from rollover.sources import CertSourceError, ExternalCert, NoCertYet

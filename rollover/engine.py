@@ -185,8 +185,9 @@ class Engine:
         doc = self._load()
         reports = []
         for ep, slot in self.slots():
+            stored = self._slot_state(doc, slot)  # keys a dry run "staged" have no file
             report = self._advance(doc, ep, slot, DRY, persist=False)
-            report.error = report.error or self._key_problem(report.state)
+            report.error = report.error or self._key_problem(stored)
             reports.append(report)
         return reports
 

@@ -100,6 +100,7 @@ def test_run_does_exactly_what_plan_said(tmp_path: Path, scheme: str) -> None:
         assert (world.zone.changes, world.engine.edges.store.load()) == before  # plan acts not
         done = world.engine.run()
         for p, r in zip(planned, done, strict=True):
+            assert p.error is None and r.error is None, (p.error, r.error)
             said = _norm(p.done)
             did = _norm(r.done)
             if (said and "depends on" in said[-1]) or (said and "decides the rest" in said[-1]):

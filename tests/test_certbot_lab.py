@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,17 @@ def bootstrap(tmp_path: Path, dns_lab: DnsLab, pebble: PebbleLab, postfix: Postf
 def _need_certbot() -> None:
     if certbot_binary() is None:
         pytest.skip("certbot is not installed (pip install '.[test]')")
+
+
+@pytest.fixture(autouse=True)
+def _restore_postfix(postfix_lab: PostfixLab) -> Iterator[None]:
+    """The shared Postfix gets its own chain files back (other tests expect its lab
+    certificate for mail.example.test, e.g. openssl's DANE-EE name checks)."""
+    saved = {alg: path.read_bytes() for alg, path in postfix_lab.chain_files.items()}
+    yield
+    for alg, data in saved.items():
+        postfix_lab.install_chain(alg, data)
+    postfix_lab.reload()
 
 
 def test_certonly_hook_and_run_wait_bootstrap(

@@ -13,7 +13,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("machine", "schemes", "dane", "flight"),
     "config": ("confcheck", "registry", "config"),
     "edges": ("state_codec", "state", "observe", "probe", "issue", "issuers", "dns01", "edges",
-              "report", "providers", "hooks", "sources"),
+              "report", "providers", "hooks", "sources", "spool"),
     "loop": ("executors", "engine", "wiring"),
     "face": ("cli", "cmd_*", "__main__"),
 }

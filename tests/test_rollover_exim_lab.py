@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,7 +71,7 @@ def exim(exim_lab: EximLab) -> Iterator[EximLab]:
     "DANE client fails then. Fix: publish an owner's slots together after every inspect-live"))
 def test_exim_bootstrap_of_two_algorithms_keeps_every_algorithm_covered(
         dns_lab: DnsLab, pebble_lab: PebbleLab, exim: EximLab, tmp_path: Path) -> None:
-    host, owner, cfg = exim_config(tmp_path, dns_lab, pebble_lab, exim)
+    _, owner, cfg = exim_config(tmp_path, dns_lab, pebble_lab, exim)
     mon = InvariantMonitor(dns_lab, exim.address, 25, "smtp", owner, ALGORITHMS,
                            before_dane=True)
     mon.start()

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from installers.conformance import InstallerConformance, Target
 
 from rollover.hooks.files import previous_path
 from rollover.model import SlotId
 
-from installers.conformance import InstallerConformance, Target
 from lab.dovecot import DovecotLab
 from lab.pki import write_private
 from lab.postfix import PostfixLab

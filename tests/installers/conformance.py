@@ -10,7 +10,8 @@ The installer is built the way the config builds it: its registered plugin check
 (plus `directory`) and `from_config` makes it. `failing` are the options that make its command
 fail (a reload that exits non-zero). `presents(slot, spki)` (optional) asks the real server, not
 the installer, whether it presents that key (3 1 1 hex), waiting a little for a server whose
-reload is asynchronous; with it, install, rollback and a failed reload are checked on the wire. `slots` are the two slots (ECDSA P-256 and RSA 2048) of one endpoint.
+reload is asynchronous; with it, install, rollback and a failed reload are checked on the wire.
+`slots` are the two slots (ECDSA P-256 and RSA 2048) of one endpoint.
 
 What every installer must do (DESIGN "Certificates and installation", issue 10):
 - write atomically: a reader never sees a half-written or empty file;
@@ -111,7 +112,7 @@ class InstallerConformance:
 
     def test_a_reader_never_sees_a_partial_file(
             self, target: Target, installed: tuple[Any, dict[SlotId, Material]]) -> None:
-        inst, first = installed
+        inst, _ = installed
         slot = target.slots[0]
         paths = inst.files_for(slot)
         contents = [set(snapshot(paths).values())]

@@ -335,9 +335,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise RolloverError(f"{args.domain}: {exc}") from None
     write_new(out, render(args, facts, resolvers, port, tls_dir, server, today))
     print(f"wrote {out} ({len(facts)} MX host{'s' if len(facts) != 1 else ''})")
-    try:
-        load_config(out)
-    except ConfigError as exc:
+    try:  # what `rollover plan` will do first: load the file and build its edges
+        from rollover.wiring import build_engine
+
+        build_engine(load_config(out), SystemClock(), with_certs=False, create_state=False)
+    except RolloverError as exc:
         print(f"before `rollover plan`, fix:\n{exc}")
     for hf in facts:
         bad = [lk for lk in hf.looks if lk.matches is False]

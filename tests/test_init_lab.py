@@ -17,7 +17,10 @@ import yaml
 from rollover.cli import main
 
 from lab.dns import DnsLab
+from lab.dovecot import DovecotLab
+from lab.exim import EximLab
 from lab.postfix import PostfixLab
+from lab.proc import wait_for
 from lab.tlsclient import served_spki
 
 pytestmark = pytest.mark.lab
@@ -94,3 +97,46 @@ def test_init_bad_input_is_one_line_and_writes_nothing(
     assert main(bad) == 78
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "postconf -c" in err and not out.exists()
+
+
+def test_init_for_exim_and_dovecot_reads_their_tls_settings(
+        dns_lab: DnsLab, exim_lab: EximLab, dovecot_lab: DovecotLab, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    tag = secrets.token_hex(3)
+    for mta, address, conf, tls_dir, port in (
+            ("exim", exim_lab.address, exim_lab.config, exim_lab.tls_dir, 25),
+            ("dovecot", dovecot_lab.address, dovecot_lab.config, dovecot_lab.tls_dir, 993)):
+        domain, host = f"{mta}{tag}.example.test", f"mx-{mta}{tag}.example.test"
+        dns_lab.update(host, "A", dns_lab.ttl, [address])
+        dns_lab.update(domain, "MX", dns_lab.ttl, [f"5 {host}."])
+        mx = frozenset({f"5 {host}."})
+        wait_for(lambda d=domain, mx=mx: all(dns_lab.query(s, d, "MX").records == mx
+                                             for s in dns_lab.servers), 10, f"MX of {domain}")
+        out = tmp_path / f"{mta}.yaml"
+        capsys.readouterr()
+        assert main(["init", "--domain", domain, "--output", str(out), "--mta", mta,
+                     f"--{mta}-config", str(conf), "--tls-dir", str(tls_dir),
+                     "--resolver", dns_lab.primary.address, "--timeout", "2",
+                     "--state-dir", str(tmp_path / "state")]) == 0
+        printed = capsys.readouterr().out
+        assert f"before `rollover plan`, fix:\n{out}:" in printed  # no TSIG given
+        assert "needs tsig_key_name and tsig_secret_file" in printed
+        text = out.read_text()
+        ep = yaml.safe_load(text)["endpoints"][0]
+        assert (ep["host"], ep["port"], ep["installer"]) == (host, port, mta)
+        assert ep["algorithms"] == ["ecdsa-p256", "rsa2048"]  # both seen on the wire
+        assert "no TLSA records yet" in text
+        files = [f"{tls_dir.resolve()}/{host}.{a}.pem" for a in ("ecdsa-p256", "rsa2048")]
+        if mta == "exim":
+            assert "#   tls_certificate = " + str(exim_lab.chain_files["ecdsa-p256"]) in text
+            assert f"tls_certificate = {files[0]} : {files[1]}" in printed
+            assert "dns_dnssec_ok = 1" in printed and "hosts_try_dane = *" in printed
+        else:
+            assert f"#   ssl_alt_cert = <{dovecot_lab.chain_files['rsa2048']}" in text
+            assert f"ssl_cert = <{files[0]}" in printed
+            assert f"ssl_alt_key = <{files[1]}" in printed
+        doc = yaml.safe_load(text)
+        doc["providers"]["dns"].update(tsig_key_name=dns_lab.tsig_name,
+                                       tsig_secret_file=str(dns_lab.tsig_secret_file))
+        out.write_text(yaml.safe_dump(doc))
+        assert main(["plan", "--config", str(out)]) == 0

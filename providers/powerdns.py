@@ -35,6 +35,7 @@ from typing import Any
 
 from rollover import fileio
 from rollover.confcheck import Section
+from rollover.display import shown
 from rollover.errors import ProviderError
 from rollover.registry import ParseContext
 
@@ -67,7 +68,7 @@ class PowerDNSProvider(ProviderBase):
         if url is not None:
             parsed = urllib.parse.urlsplit(url)
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                sec.bad("api_url", f"{url!r} is not an http(s) URL")
+                sec.bad("api_url", f"{shown(url)} is not an http(s) URL")
                 url = None
             elif parsed.path not in ("", "/"):
                 sec.bad("api_url", f"give the webserver's base URL without a path (not "
@@ -78,7 +79,7 @@ class PowerDNSProvider(ProviderBase):
         rectify = sec.get_bool("rectify", False)
         soa_edit = sec.get_str("soa_edit_api")
         if soa_edit is not None and soa_edit.upper() not in SOA_EDIT_API:
-            sec.bad("soa_edit_api", f"unknown SOA-EDIT-API {soa_edit!r} (allowed: "
+            sec.bad("soa_edit_api", f"unknown SOA-EDIT-API {shown(soa_edit)} (allowed: "
                     f"{', '.join(SOA_EDIT_API)})")
             soa_edit = None
         timeout = sec.get_float("timeout", 10.0, hi=300)

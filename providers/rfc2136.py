@@ -46,6 +46,7 @@ import dns.update
 
 from rollover import fileio
 from rollover.confcheck import Section
+from rollover.display import shown
 from rollover.errors import ProviderError
 from rollover.model import RRset
 from rollover.registry import ParseContext
@@ -130,7 +131,7 @@ def _tsig_algorithm(sec: Section) -> str:
     else:
         allowed = ", ".join(a for a in ALGORITHMS if a not in TSIG_WEAK) + ", " + \
             ", ".join(TSIG_WEAK)
-        sec.bad("tsig_algorithm", f"unknown TSIG algorithm {value!r} (allowed: {allowed})")
+        sec.bad("tsig_algorithm", f"unknown TSIG algorithm {shown(value)} (allowed: {allowed})")
     return DEFAULT_ALGORITHM
 
 
@@ -169,7 +170,7 @@ class RFC2136Provider(ProviderBase):
         port = sec.get_int("port", 53, lo=1, hi=65535) or 53
         key_name = sec.get_str("tsig_key_name")
         if key_name is not None and (len(key_name.split()) != 1 or len(key_name) > 253):
-            sec.bad("tsig_key_name", f"{key_name!r} is not a TSIG key name")
+            sec.bad("tsig_key_name", f"{shown(key_name)} is not a TSIG key name")
         algorithm = _tsig_algorithm(sec)
         secret = ctx.secret_file(sec, "tsig_secret_file", "TSIG secret file", False)
         timeout = sec.get_float("timeout", 5.0, hi=300)

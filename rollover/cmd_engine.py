@@ -65,17 +65,18 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = 
         print(report.text(reports, clock.now()))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
     engine = build_engine(config, clock, with_certs=False, create_state=False)
+    if command == "plan" or not getattr(args, "no_observe", False):
+        from rollover.probe import LiveProber
+
+        # looking at the live servers is read-only: plan does it as run would
+        engine.edges.prober = LiveProber(config.resolver, dns_port=config.dns.port,
+                                         dns_timeout=config.dns.timeout, timeout=5.0)
     if command == "plan":
         reports = engine.plan()
         now = clock.now()
         print(report.to_json(reports, now) if args.json else
               report.text(reports, now, heading="would next"))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
-    if not args.no_observe:
-        from rollover.probe import LiveProber
-
-        engine.edges.prober = LiveProber(config.resolver, dns_port=config.dns.port,
-                                         dns_timeout=config.dns.timeout, timeout=5.0)
     reports = engine.status(observe=not args.no_observe)
     now = clock.now()
     if args.nagios:

@@ -395,7 +395,8 @@ class _Builder:
         )
 
     def _secret_file(self, sec: Section, key: str, what: str, required: bool) -> Path | None:
-        path = sec.get_path(key, self.base, required=required, must_exist="file")
+        # no must_exist: check_private looks at the name itself (a link is refused, not followed)
+        path = sec.get_path(key, self.base, required=required)
         if path is None:
             return None
         try:

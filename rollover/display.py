@@ -49,7 +49,7 @@ def looks_secret(text: str) -> bool:
         return False
     has_digit = any(c.isdigit() for c in s)
     mixed_case = any(c.isupper() for c in s) and any(c.islower() for c in s)
-    return s.endswith("=") or (has_digit and mixed_case) or any(c in "+/" for c in s)
+    return s.endswith("=") or (has_digit and mixed_case)
 
 
 def shown(value: str, limit: int = 60) -> str:
@@ -64,6 +64,8 @@ def shown_path(path: object, limit: int = 200) -> str:
     """A file name for a message: printable and clipped (a path can be over the OS limit), and
     hidden when someone pasted a secret where a file name belongs."""
     text = str(path)
-    if looks_secret(text) and not text.startswith(("/", "./", "../", "~")):
+    if looks_secret(text.rstrip("/").rsplit("/", 1)[-1]) or (
+        looks_secret(text) and not text.startswith(("/", "./", "../", "~"))
+    ):
         return f"(a name of {len(text)} characters, not shown: it looks like a secret)"
     return clip(text, limit)

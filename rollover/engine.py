@@ -10,96 +10,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from typing import Any
 
 from rollover import machine as m
 from rollover import tlsa
-from rollover.clock import Clock
 from rollover.config import Config, EndpointConfig
-from rollover.errors import (
-    AcmeError,
-    InstallError,
-    ObserveError,
-    ProviderError,
-    StateError,
+from rollover.edges import (  # re-exported: plugins import the edge types from here too
+    CertSource,
+    Edges,
+    Installer,
+    IssuedCert,
+    ObserverEdge,
+    Prober,
+    Verifier,
 )
-from rollover.issuers import IssuerError, issuer_chain
-from rollover.model import Observation, PresentedChain, Scheme, SlotId
-from rollover.providers.base import Change, Provider
+from rollover.errors import ObserveError, ProviderError, StateError
+from rollover.executors import DRY, REAL, Executor, Unknowable
+from rollover.model import Observation, SlotId
 from rollover.report import SlotReport
-from rollover.sources import CertSourceError
-from rollover.state import StateStore
+
+__all__ = ["CertSource", "Edges", "Engine", "Installer", "IssuedCert", "ObserverEdge", "Prober",
+           "Verifier", "policy_for"]
 
 log = logging.getLogger("rollover.engine")
 
 MAX_ACTIONS_PER_SLOT = 64  # a run that wants more than this is looping: stop and say so
-
-
-class ObserverEdge(Protocol):
-    def find_zone(self, owner: str) -> str: ...
-
-    def observe(
-        self, owner: str, rtype: str = "TLSA", zone: str | None = None, extra: tuple[str, ...] = ()
-    ) -> Observation: ...
-
-
-@dataclass(frozen=True)
-class IssuedCert:
-    chain_pem: bytes
-    not_after: datetime
-    serial: str
-    renew_at: datetime | None = None
-    ari_retry_after: datetime | None = None
-
-
-class CertSource(Protocol):
-    def order(self, endpoint: EndpointConfig, slot: SlotId, key_pem: bytes) -> IssuedCert: ...
-
-    def renewal(self, chain_pem: bytes) -> tuple[datetime | None, datetime | None]:
-        """(when to renew, when to ask again) from the CA's ARI; (None, None): no ARI."""
-        ...
-
-    def describe(self) -> str: ...
-
-
-class Installer(Protocol):
-    def install(self, slot: SlotId, key_pem: bytes, chain_pem: bytes) -> None:
-        """Write atomically (keeping the previous files), reload. On failure restore the
-        previous files, reload again, and raise InstallError."""
-        ...
-
-    def rollback(self, slot: SlotId) -> None: ...
-
-    def describe(self, slot: SlotId) -> str: ...
-
-
-class Prober(Protocol):
-    def probe(self, endpoint: EndpointConfig, slot: SlotId) -> list[PresentedChain]: ...
-
-
-class Verifier(Protocol):
-    """RFC 7671 matching of a chain against an RRset; returns None or why it does not match."""
-
-    def __call__(
-        self, chain: list[x509.Certificate], records: frozenset[str], host: str, now: datetime
-    ) -> str | None: ...
-
-
-@dataclass
-class Edges:
-    clock: Clock
-    store: StateStore
-    observer: ObserverEdge
-    providers: dict[str, Provider]
-    verify: Verifier
-    certs: dict[str, CertSource] = field(default_factory=dict)  # endpoint host:port -> source
-    installers: dict[str, Installer] = field(default_factory=dict)  # endpoint host:port -> inst
-    prober: Prober | None = None
 
 
 def policy_for(endpoint: EndpointConfig) -> m.Policy:
@@ -116,10 +52,6 @@ def policy_for(endpoint: EndpointConfig) -> m.Policy:
         issuer_pins=frozenset(endpoint.issuer_pins),
         max_records=endpoint.max_records,
     )
-
-
-def _hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 class Engine:
@@ -198,7 +130,7 @@ class Engine:
                         self._save(doc, m.request_roll(st))
             deadline = self.clock.now() + timedelta(seconds=max_wait)
             while True:
-                reports = [self._advance(doc, ep, slot) for ep, slot in self.slots()]
+                reports = [self._advance(doc, ep, slot, REAL) for ep, slot in self.slots()]
                 now = self.clock.now()
                 wakes = [r.wake_at for r in reports if r.wake_at is not None]
                 if not wait or not wakes or any(r.error for r in reports):
@@ -222,17 +154,15 @@ class Engine:
             provider.read(zone, ep.endpoint.owner, "TLSA")
 
     def plan(self) -> list[SlotReport]:
-        """What `run` would do now, per slot. Reads state and DNS; writes nothing."""
+        """What `run` would do now, per slot: the same loop with executors that record instead
+        of act (rollover.executors.DRY). Reads state, DNS and the live servers; writes nothing."""
         doc = self._load()
         reports = []
         for ep, slot in self.slots():
-            st = self._slot_state(doc, slot)
-            try:
-                obs = self.observe(ep)
-            except ObserveError as exc:
-                reports.append(SlotReport(slot, st, f"cannot observe: {exc}", error=str(exc)))
-                continue
-            reports.append(self._simulate(ep, st, obs))
+            stored = self._slot_state(doc, slot)  # keys a dry run "staged" have no file
+            report = self._advance(doc, ep, slot, DRY, persist=False)
+            report.error = report.error or self._key_problem(stored)
+            reports.append(report)
         return reports
 
     def status(self, observe: bool = True) -> list[SlotReport]:
@@ -253,8 +183,21 @@ class Engine:
                                 r.action.describe() if r.action else None, r.wake_at)
             if observe and self.edges.prober is not None and ep.certificate is not None:
                 report.live = self._live(ep, r.state)
+            report.error = report.error or self._key_problem(st)
             reports.append(report)
         return reports
+
+    def _key_problem(self, st: m.SlotState) -> str | None:
+        """A current or next key the state names whose file is missing, empty or loose: a
+        problem of the slot that plan and status show (a previous key may be gone already:
+        it is deleted just before the state says so)."""
+        for k in st.keys:
+            if k.role in (m.KeyRole.CURRENT, m.KeyRole.NEXT):
+                try:
+                    self.edges.store.read_key(k.key_id)
+                except StateError as exc:
+                    return f"{k.role.value} key: {exc}"
+        return None
 
     def _live(self, ep: EndpointConfig, st: m.SlotState) -> list[str]:
         """What every address presents for this slot's algorithm, and whether every
@@ -278,10 +221,20 @@ class Engine:
 
     # --- the loop for one slot ---------------------------------------------------------------
 
-    def _advance(self, doc: dict[str, Any], ep: EndpointConfig, slot: SlotId) -> SlotReport:
+    def _advance(self, doc: dict[str, Any], ep: EndpointConfig, slot: SlotId,
+                 executors: dict[type[m.Action], Executor], *,
+                 persist: bool = True) -> SlotReport:
+        """Observe, step, execute, apply, persist: until the machine waits. `plan` runs this
+        very loop with dry executors and `persist=False`."""
         policy = policy_for(ep)
         st = self._slot_state(doc, slot)
         done: list[str] = []
+        would = "" if persist else "would "
+
+        def save(state: m.SlotState) -> None:
+            if persist:
+                self._save(doc, state)
+
         for _ in range(MAX_ACTIONS_PER_SLOT):
             try:
                 obs = self.observe(ep)
@@ -290,7 +243,7 @@ class Engine:
             now = self.clock.now()
             result = m.step(st, obs, policy, now)
             st = result.state
-            self._save(doc, st)
+            save(st)
             if result.transition:
                 log.info("%s: %s (%s)", slot, result.transition, result.reason)
             if result.action is None:
@@ -301,17 +254,24 @@ class Engine:
                 return SlotReport(slot, st, result.reason, None, result.wake_at, done,
                                   result.reason if blind else None)
             action = result.action
-            log.info("%s: %s", slot, action.describe())
+            log.info("%s: %s%s", slot, would, action.describe())
             try:
-                event = self._execute(ep, st, action)
+                event = executors[type(action)](self, ep, st, action)
+            except Unknowable as stop:
+                done.append(f"would {action.describe()} {stop}")
+                return SlotReport(slot, st, f"then: {result.reason}", None, None, done)
             except (ProviderError, ObserveError, StateError) as exc:
                 # Nothing was recorded for the action: the next run starts it again.
                 return SlotReport(
                     slot, st, f"{action.describe()} failed: {exc}", None, None, done, str(exc)
                 )
             st = m.apply(st, event, policy, self.clock.now())
-            self._save(doc, st)
-            done.append(action.describe())
+            save(st)
+            done.append(would + action.describe())
+            if not persist and isinstance(event, m.Published):
+                return SlotReport(slot, st, "then: every server must serve the records, "
+                                  f"continuously, for {m.required_wait(st, policy)[1]}",
+                                  None, None, done)
             if isinstance(event, m.LiveUnseen):
                 # Nothing else can progress for this slot until the look succeeds: say so
                 # with a non-zero exit rather than wait quietly.
@@ -328,259 +288,3 @@ class Engine:
             done,
             "too many actions",
         )
-
-    # --- actions -----------------------------------------------------------------------------
-
-    def _execute(self, ep: EndpointConfig, st: m.SlotState, action: m.Action) -> m.Event:
-        if isinstance(action, m.StageKey):
-            return self._stage_key(action)
-        if isinstance(action, m.Publish):
-            return self._publish(ep, action)
-        if isinstance(action, m.OrderCert):
-            return self._order(ep, st, action)
-        if isinstance(action, m.InstallCert):
-            return self._install(ep, st, action)
-        if isinstance(action, m.ProbeLive):
-            return self._probe(ep, st, action)
-        if isinstance(action, m.Rollback):
-            return self._rollback(ep, st)
-        if isinstance(action, m.InspectLive):
-            return self._inspect_live(ep, st)
-        if isinstance(action, m.RefreshAri):
-            return self._refresh_ari(ep, st)
-        if isinstance(action, m.DropKey):
-            if ep.policy.archive_keys and self.edges.store.has_key(action.key_id):
-                where = self.edges.store.archive_key(action.key_id)
-                log.info("%s: archived retired key %s as %s", st.slot, action.key_id, where)
-            else:
-                self.edges.store.delete_key(action.key_id)
-            return m.KeyDropped(self.clock.now(), action.key_id)
-        raise TypeError(f"unknown action {action!r}")  # pragma: no cover
-
-    def _stage_key(self, action: m.StageKey) -> m.Event:
-        store = self.edges.store
-        if store.has_key(action.key_id):  # a crashed earlier attempt: same id, same key
-            pem = store.read_key(action.key_id)
-        else:
-            key = tlsa.generate_private_key(action.slot.algorithm)
-            pem = tlsa.private_key_pem(key)
-            store.write_key(action.key_id, pem)
-        private = serialization.load_pem_private_key(pem, password=None)
-        spki = tlsa.tlsa_record(private, 3, 1, 1).data.hex()
-        return m.KeyStaged(self.clock.now(), action.key_id, action.role, spki)
-
-    def _publish(self, ep: EndpointConfig, action: m.Publish) -> m.Event:
-        provider = self.edges.providers[ep.provider]
-        zone = self.zone_of(ep)
-        current = provider.read(zone, action.owner, "TLSA")
-        change = Change(
-            zone,
-            action.owner,
-            "TLSA",
-            action.ttl,
-            add=action.add,
-            remove=action.remove,
-            expect=current.rdatas,
-        )
-        provider.apply(change)
-        provider.wait_applied(60.0)
-        return m.Published(self.clock.now())
-
-    def _order(self, ep: EndpointConfig, st: m.SlotState, action: m.OrderCert) -> m.Event:
-        source = self.edges.certs.get(str(ep.endpoint))
-        if source is None:
-            return m.Failed(self.clock.now(), "no certificate source configured")
-        key_pem = self.edges.store.read_key(action.key_id)
-        try:
-            issued = source.order(ep, st.slot, key_pem)
-        except (AcmeError, ProviderError, CertSourceError) as exc:
-            return m.Failed(self.clock.now(), f"order for key {action.key_id}: {exc}")
-        leaf = x509.load_pem_x509_certificate(issued.chain_pem)
-        key = st.key_by_id(action.key_id)
-        assert key is not None
-        if tlsa.tlsa_record(leaf, 3, 1, 1).data.hex() != key.spki_sha256:
-            return m.Failed(self.clock.now(), "the CA returned a certificate for another key")
-        chain_pem, issuers = issued.chain_pem, tuple[str, ...]()
-        if ep.scheme == Scheme.CURRENT_ISSUER:
-            try:
-                chain_pem, issuers = issuer_chain(issued.chain_pem, ep)
-            except IssuerError as exc:
-                return m.Failed(self.clock.now(), f"order for key {action.key_id}: {exc}")
-        rel = f"certs/{st.slot.key.replace(':', '_')}-{issued.serial}.pem"
-        self.edges.store.write_file(rel, chain_pem, 0o644)
-        now = self.clock.now()
-        return m.CertIssued(
-            now,
-            m.CertInfo(
-                action.key_id,
-                issued.serial,
-                issued.not_after,
-                now,
-                rel,
-                issued.renew_at,
-                issued.ari_retry_after,
-                issuers,
-            ),
-        )
-
-    def _load_chain(self, rel: str) -> list[x509.Certificate]:
-        data = self.edges.store.read_file(rel)
-        if data is None:
-            raise StateError(f"certificate file {rel} is missing from the state directory")
-        return x509.load_pem_x509_certificates(data)
-
-    def _latest(self, ep: EndpointConfig, st: m.SlotState) -> Observation:
-        """The observation the machine just decided on (taken this iteration, milliseconds
-        ago), so an action is judged on exactly what its guard saw; a fresh one otherwise."""
-        return st.observation if st.observation is not None else self.observe(ep)
-
-    def preflight(self, ep: EndpointConfig, chain: list[x509.Certificate],
-                  obs: Observation) -> str | None:
-        """Safety rule 2: the chain must match the RRset each authoritative server serves."""
-        now = self.clock.now()
-        if not obs.answers:
-            return "pre-flight: no authoritative server found"
-        for answer in obs.answers:
-            if not answer.ok:
-                return f"pre-flight: {answer.label}: {answer.error or answer.rcode}"
-            why = self.edges.verify(chain, answer.records, ep.host, now)
-            if why is not None:
-                return f"pre-flight: {answer.label}: {why}"
-        return None
-
-    def _install(self, ep: EndpointConfig, st: m.SlotState, action: m.InstallCert) -> m.Event:
-        installer = self.edges.installers.get(str(ep.endpoint))
-        if installer is None:
-            return m.Failed(self.clock.now(), "no installer configured for this endpoint")
-        chain = self._load_chain(action.chain_file)
-        refusal = self.preflight(ep, chain, self._latest(ep, st))
-        if refusal is not None:
-            return m.Failed(self.clock.now(), refusal)
-        data = self.edges.store.read_file(action.chain_file)
-        assert data is not None
-        try:
-            installer.install(st.slot, self.edges.store.read_key(action.key_id), data)
-        except InstallError as exc:
-            return m.Failed(self.clock.now(), f"install: {exc}")
-        return m.Installed(self.clock.now())
-
-    def _probe(self, ep: EndpointConfig, st: m.SlotState, action: m.ProbeLive) -> m.Event:
-        if self.edges.prober is None:
-            return m.ProbeOk(self.clock.now())  # nothing to probe with: installer-only setups
-        key = st.key_by_id(action.key_id)
-        assert key is not None
-        obs = self._latest(ep, st)
-        records = obs.agreed()
-        if records is None:
-            return m.Failed(
-                self.clock.now(), f"post-flight: nameservers disagree: {obs.disagreement()}"
-            )
-        now = self.clock.now()
-        seen = self.edges.prober.probe(ep, st.slot)
-        if not seen:
-            return m.Failed(now, f"post-flight: no address to probe for {ep.host}")
-        for presented in seen:
-            if presented.error or not presented.chain:
-                return m.Failed(
-                    now, f"post-flight: {presented.address}: {presented.error or 'no certificate'}"
-                )
-            leaf_spki = tlsa.tlsa_record(presented.chain[0], 3, 1, 1).data.hex()
-            if leaf_spki != key.spki_sha256:
-                return m.Failed(
-                    now,
-                    f"post-flight: {presented.address} presents another key "
-                    f"(3 1 1 {leaf_spki[:16]}...), not {action.key_id}",
-                )
-            why = self.edges.verify(list(presented.chain), records, ep.host, now)
-            if why is not None:
-                return m.Failed(now, f"post-flight: {presented.address}: {why}")
-        return m.ProbeOk(now)
-
-    def _refresh_ari(self, ep: EndpointConfig, st: m.SlotState) -> m.Event:
-        source = self.edges.certs.get(str(ep.endpoint))
-        now = self.clock.now()
-        data = self.edges.store.read_file(st.installed.chain_file) if st.installed else None
-        if source is None or data is None:
-            return m.AriChecked(now, None, None)
-        try:
-            renew_at, retry_after = source.renewal(data)
-        except AcmeError as exc:
-            log.info("%s: ARI: %s; asking again in 6 h", st.slot, exc)
-            return m.AriChecked(now, None, now + timedelta(hours=6))
-        return m.AriChecked(now, renew_at, retry_after)
-
-    def _inspect_live(self, ep: EndpointConfig, st: m.SlotState) -> m.Event:
-        """Bootstrap: the keys the server presents now, so their 3 1 1 go out with ours and
-        the certificate in service keeps matching until ours replaces it. A look that fails for
-        a reason other than "nothing of this algorithm is served there" blocks publishing."""
-        now = self.clock.now()
-        if ep.bootstrap == "no-certificate":
-            return m.LiveSeen(now)  # the operator says nothing is in service
-        if self.edges.prober is None:
-            return m.LiveUnseen(now, "no prober to look at the server with")
-        seen: set[str] = set()
-        blind: list[str] = []
-        for presented in self.edges.prober.probe(ep, st.slot):
-            if presented.chain:
-                seen.add(f"3 1 1 {tlsa.spki_sha256_hex(presented.chain[0])}")
-            elif presented.nothing_served:
-                log.info("%s: %s:%d presents nothing for %s: %s", st.slot, presented.address,
-                         ep.port, st.slot.algorithm.value, presented.error)
-            else:
-                blind.append(f"{_hostport(presented.address, ep.port)}: "
-                             f"{presented.error or 'no certificate'}")
-        if blind:
-            return m.LiveUnseen(self.clock.now(), "; ".join(blind))
-        return m.LiveSeen(self.clock.now(), frozenset(seen))
-
-    def _rollback(self, ep: EndpointConfig, st: m.SlotState) -> m.Event:
-        installer = self.edges.installers.get(str(ep.endpoint))
-        if installer is not None:
-            try:
-                installer.rollback(st.slot)
-            except InstallError as exc:
-                return m.Failed(self.clock.now(), f"rollback: {exc}")
-        return m.RolledBack(self.clock.now())
-
-    # --- dry run -----------------------------------------------------------------------------
-
-    def _where(self, ep: EndpointConfig, action: m.Action) -> str:
-        """Where an action would go, from the configuration alone (plan builds no edges)."""
-        if isinstance(action, m.OrderCert) and ep.certificate is not None:
-            return f" {ep.certificate.describe()}"
-        if isinstance(action, m.InstallCert):
-            ic = self.config.installer_for(ep)
-            if ic is not None:
-                return f" {ic.describe(action.slot)}"
-        return ""
-
-    def _simulate(self, ep: EndpointConfig, st: m.SlotState, obs: Observation) -> SlotReport:
-        """Step with imagined outcomes for the actions whose outcome is predictable (key
-        generation, publishing), so `plan` shows the whole sequence a run would start. The
-        report carries the real state (with the fresh observation), not the imagined one."""
-        policy = policy_for(ep)
-        now = self.clock.now()
-        would: list[str] = []
-        shown: m.SlotState | None = None
-        for n in range(8):
-            r = m.step(st, obs, policy, now)
-            st = r.state
-            shown = shown or st
-            if r.action is None:
-                if r.wake_at is not None and r.wake_at <= now and n < 7:
-                    continue
-                return SlotReport(st.slot, shown, r.reason, None, r.wake_at, would)
-            would.append(f"would {r.action.describe()}{self._where(ep, r.action)} ({r.reason})")
-            if isinstance(r.action, m.StageKey):
-                imagined = f"{n + 1:x}" * 64  # stands for a key not generated yet
-                st = m.apply(st, m.KeyStaged(now, r.action.key_id, r.action.role,
-                                             imagined[:64]), policy, now)
-            elif isinstance(r.action, m.InspectLive):
-                st = m.apply(st, m.LiveSeen(now), policy, now)
-            elif isinstance(r.action, m.Publish):
-                st = m.apply(st, m.Published(now), policy, now)
-                return SlotReport(st.slot, shown, "then wait until every server serves the "
-                                  "records for 2 x TTL", None, None, would)
-            else:
-                return SlotReport(st.slot, shown, r.reason, r.action.describe(), None, would)
-        return SlotReport(st.slot, shown or st, "more steps follow", None, None, would)

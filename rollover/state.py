@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rollover import fileio, state_codec
-from rollover.display import clip
+from rollover.display import clip, shown_path
 from rollover.errors import LockedError, StateError
 
 SCHEMA_VERSION = 1
@@ -80,9 +80,11 @@ class StateStore:
         self.state_file = self.state_dir / STATE_FILE
         self.keys_dir = self.state_dir / KEYS_DIR
         self._lock_fd: int | None = None
+        if not str(state_dir).strip():
+            raise StateError("the state directory name is empty")
         if create:
             self._make_dir(self.state_dir)
-        if self.state_dir.exists():
+        if _exists(self.state_dir):
             self.check()
         if create:
             self._make_dir(self.keys_dir)
@@ -114,9 +116,9 @@ class StateStore:
         try:
             st = os.stat(path)
         except OSError as exc:
-            raise StateError(f"{what} {path}: {exc.strerror}") from None
+            raise StateError(f"{what} {shown_path(path)}: {exc.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
-            raise StateError(f"{what} {path} is not a directory")
+            raise StateError(f"{what} {shown_path(path)} is not a directory")
         return st
 
     def _check_private_dir(self, path: Path, st: os.stat_result, what: str) -> None:
@@ -132,7 +134,7 @@ class StateStore:
         except FileExistsError:
             return
         except OSError as exc:
-            raise StateError(f"cannot create {path}: {exc.strerror}") from None
+            raise StateError(f"cannot create {shown_path(path)}: {exc.strerror}") from None
         os.chmod(path, 0o700)  # the umask may have taken bits we want: exactly 0700
         fileio.fsync_dir(path.parent)
 
@@ -401,6 +403,20 @@ def _parse_int(digits: str) -> int:
     if len(digits.lstrip("-")) > 20:  # int() refuses > 4300 digits with a Python message
         raise _ConstantError(f"a number with {len(digits)} digits")
     return int(digits)
+
+
+def _exists(path: Path) -> bool:
+    """Like Path.exists(), but a name the system refuses (too long, a NUL byte) is an error
+    that names it, not a traceback."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise StateError(f"state directory {shown_path(path)}: {exc.strerror}") from None
+    except ValueError:
+        raise StateError("the state directory name holds a NUL byte") from None
+    return True
 
 
 def _read_pid(fd: int) -> int | None:

@@ -12,6 +12,7 @@ file written by a newer rollover (or by hand) is never half understood.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -31,6 +32,9 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _RDATA = re.compile(r"^[0-9]{1,3} [0-9]{1,3} [0-9]{1,3} [0-9a-f]+$")
 _BLOB = re.compile(r"^(certs|acme)(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})+$")
 _HOST = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,252})$")
+_DNS_NAME = re.compile(r"^([A-Za-z0-9_*-][A-Za-z0-9_.*-]{0,253})?\.$")  # absolute, as served
+_WORD = re.compile(r"^[A-Z0-9_]{0,16}$")  # an rcode or an rtype: "NOERROR", "TIMEOUT", "TLSA"
+_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
 
 
 class StateShapeError(ValueError):
@@ -100,17 +104,28 @@ def boolean(v: Any) -> str | None:
     return None if isinstance(v, bool) else "must be true or false"
 
 
-def text(max_len: int = 4096, pattern: re.Pattern[str] | None = None, what: str = "") -> Check:
+def text(max_len: int = 4096, pattern: re.Pattern[str] | None = None, what: str = "",
+         *, min_len: int = 0) -> Check:
     def check(v: Any) -> str | None:
         if not isinstance(v, str):
             return f"must be {what or 'a string'}"
         if len(v) > max_len:
             return f"must be at most {max_len} characters"
+        if len(v) < min_len:
+            return f"must be {what or 'a string'}, not empty"
         if pattern is not None and not pattern.match(v):
             return f"must be {what}"
         return None
 
     return check
+
+
+def ip_address(v: Any) -> str | None:
+    try:
+        ipaddress.ip_address(v if isinstance(v, str) else "-")
+    except ValueError:
+        return "must be an IP address"
+    return None
 
 
 def choice(enum: type[StrEnum]) -> Check:
@@ -161,6 +176,9 @@ HEX64 = text(64, _HEX64, "64 lowercase hex digits (a SHA2-256 digest)")
 BLOB = text(512, _BLOB, "a file name under certs/ or acme/ of the state directory")
 TTL = integer(0, 2**31 - 1)
 SHORT = text(1024)
+DNS_NAME = text(300, _DNS_NAME, "an absolute DNS name (ending in '.')")
+WORD = text(16, _WORD, "a word in capitals (like NOERROR or TLSA)")
+LABEL = text(300, _PRINTABLE, "a name without control characters")
 
 # --------------------------------------------------------------------------- the schema
 
@@ -182,7 +200,8 @@ RECORD = Table("record", {
 
 CERT = Table("certificate", {
     "key_id": F(KEY_ID, required=True),
-    "serial": F(text(128), required=True),
+    "serial": F(text(128, re.compile(r"^[0-9a-fA-F:]+$"), "a serial number in hex"),
+                required=True),
     "not_after": F(timestamp, required=True),
     "issued_at": F(timestamp, required=True),
     "chain_file": F(BLOB, required=True),
@@ -192,10 +211,10 @@ CERT = Table("certificate", {
 })
 
 ANSWER = Table("answer", {
-    "server": F(SHORT, required=True),
-    "address": F(text(64), required=True),
+    "server": F(LABEL, required=True),
+    "address": F(ip_address, required=True),
     "ok": F(boolean, required=True),
-    "rcode": F(text(32), required=True),
+    "rcode": F(WORD, required=True),
     "records": F(ListOf(rdata, 1000)),
     "ttl": F(TTL, null=True),
     "serial": F(integer(0, 2**32 - 1), null=True),
@@ -204,11 +223,11 @@ ANSWER = Table("answer", {
 })
 
 OBSERVATION = Table("observation", {
-    "owner": F(text(300), required=True),
-    "rtype": F(text(16)),
+    "owner": F(DNS_NAME, required=True),
+    "rtype": F(text(16, re.compile(r"^[A-Z0-9]{1,16}$"), "a record type like TLSA")),
     "at": F(timestamp, required=True),
     "answers": F(ListOf(ANSWER, 1000)),
-    "zone": F(text(300), null=True),
+    "zone": F(DNS_NAME, null=True),
     "negative_ttl": F(TTL, null=True),
     "signed": F(boolean),
     "problems": F(ListOf(SHORT, 100)),

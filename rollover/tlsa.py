@@ -124,14 +124,14 @@ def parse_material(data: bytes, label: str) -> Material:
             material = _parse_der(data, label)
         else:
             raise InputError(f"{label}: not a PEM or DER certificate or key")
-    for n, cert in enumerate(material.certificates, 1):
-        _check_public_key(cert, f"{label}: certificate {n}")
-    notes = [
-        f"{label}: certificate {n} has a non-positive serial number (RFC 5280 forbids it; "
-        "some TLS clients refuse such a certificate)"
-        for n, cert in enumerate(material.certificates, 1)
-        if cert.serial_number <= 0
-    ]
+        for n, cert in enumerate(material.certificates, 1):
+            _check_public_key(cert, f"{label}: certificate {n}")
+        notes = [
+            f"{label}: certificate {n} has a non-positive serial number (RFC 5280 forbids it; "
+            "some TLS clients refuse such a certificate)"
+            for n, cert in enumerate(material.certificates, 1)
+            if cert.serial_number <= 0
+        ]
     for w in caught:  # not ours to hide: hand back what we did not explain
         if not issubclass(w.category, CryptographyDeprecationWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

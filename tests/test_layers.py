@@ -12,8 +12,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
                "dnssec_check", "__init__", "__version__"),
     "core": ("machine", "schemes", "dane", "flight"),
     "config": ("confcheck", "registry", "config"),
-    "edges": ("state_codec", "state", "observe", "probe", "issue", "issuers", "dns01", "edges",
-              "report", "providers", "hooks", "sources"),
+    "edges": ("state_codec", "state", "observe", "probe", "mx", "issue", "issuers", "dns01",
+              "edges", "report", "providers", "hooks", "sources"),
     "loop": ("executors", "engine", "wiring"),
     "face": ("cli", "cmd_*", "__main__"),
 }

@@ -106,7 +106,8 @@ def key_of(s: dict[str, Any], role: str) -> dict[str, Any]:
 
 
 def test_dovecot_imap_rollover_both_algorithms_never_breaks_dane(
-        dns_lab: DnsLab, pebble_lab: PebbleLab, dovecot: DovecotLab, tmp_path: Path) -> None:
+        dns_lab: DnsLab, pebble_lab: PebbleLab, dovecot: DovecotLab, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     host = f"imap{secrets.token_hex(3)}.example.test"
     owner = f"_143._tcp.{host}."
     dns_lab.update(host, "A", dns_lab.ttl, [dovecot.address])
@@ -142,5 +143,11 @@ def test_dovecot_imap_rollover_both_algorithms_never_breaks_dane(
             assert spki(dovecot, port, alg) == cur["spki_sha256"]
         assert dane_verifies(dovecot.address, 143, alg, "imap", host,
                              f"3 1 1 {cur['spki_sha256']}")
+    # cron: with nothing to do, --quiet prints nothing; without it the report is printed
+    capsys.readouterr()
+    assert main(["--quiet", "run", "--config", str(cfg)]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["run", "--config", str(cfg)]) == 0
+    assert f"{host}:143 rsa2048: active" in capsys.readouterr().out
     print(f"\nmeasured: Dovecot IMAP forced rollover of two algorithms {took:.1f}s, "
           f"monitor samples {mon.samples}")

@@ -151,3 +151,18 @@ def test_dovecot_imap_rollover_both_algorithms_never_breaks_dane(
     assert f"{host}:143 rsa2048: active" in capsys.readouterr().out
     print(f"\nmeasured: Dovecot IMAP forced rollover of two algorithms {took:.1f}s, "
           f"monitor samples {mon.samples}")
+
+
+@pytest.mark.parametrize(("port", "tls"), [(993, "1.2"), (143, "1.3")])
+def test_rollover_check_on_imap_ports_judges_each_algorithm(
+        dovecot: DovecotLab, port: int, tls: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rollover check` over implicit TLS and IMAP STARTTLS, TLS 1.2 ciphers or TLS 1.3
+    signature algorithms: a record for only one algorithm's key is a mismatch for the other."""
+    ec, rsa = (spki(dovecot, port, a) for a in ALGORITHMS)
+    base = ["check", dovecot.hostname, "--port", str(port), "--address", dovecot.address,
+            "--tls", tls, "--timeout", "5"]
+    assert main([*base, "--tlsa", f"3 1 1 {ec}", "--tlsa", f"3 1 1 {rsa}"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--tlsa", f"3 1 1 {ec}"]) == 2
+    out = capsys.readouterr().out
+    assert "rsa2048" in out and "ecdsa-p256" in out

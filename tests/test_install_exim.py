@@ -7,6 +7,7 @@ rollback brings the old certificate back on the wire. Config checks and the snip
 from __future__ import annotations
 
 import grp
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +24,8 @@ from rollover.hooks.files import previous_path
 from rollover.model import Algorithm, SlotId
 
 import certgen
-from lab.exim import EXIM_USER, EximLab, write_group_file
-from lab.proc import wait_for
+from lab.exim import EXIM, EXIM_USER, EximLab, write_group_file
+from lab.proc import LabError, wait_for
 from lab.tlsclient import served_spki
 
 HOST = "mail.example.test"
@@ -117,6 +118,39 @@ def test_failing_reload_command_restores_and_exim_keeps_serving_the_old_key(
     assert path.read_bytes() == before
     CLOCK.sleep(6)  # past Exim's own reload delay: what it serves now is what it will serve
     assert spki(exim, "ecdsa-p256") == old
+
+
+@pytest.fixture
+def exim_separate() -> Iterator[EximLab]:
+    """A second Exim: separate key/cert files (tls_privatekey list) behind an expansion, so
+    every connection reads them itself, as Debian-exim."""
+    if not Path(EXIM).exists():
+        pytest.skip(f"no {EXIM} (run tests/lab/install.sh)")
+    with EximLab(suffix=33, separate=True, per_connection=True) as lab:
+        yield lab
+
+
+@pytest.mark.lab
+def test_exim_reading_per_connection_needs_the_group_the_installer_defaults_to(
+        exim_separate: EximLab) -> None:
+    """An Exim that reads its TLS files per connection does so as Debian-exim: a root-only key
+    makes it refuse STARTTLS for every algorithm (an outage); the installer's default (0640,
+    group Debian-exim) works, and the next connection gets the new key at once."""
+    lab = exim_separate
+    old_rsa = spki(lab, "rsa2048")
+    for path in (lab.key_files["ecdsa-p256"], lab.chain_files["ecdsa-p256"]):
+        os.chown(path, -1, 0)  # what a root-only file mode (0600, no group) would leave
+        path.chmod(0o600)
+    for alg in ("ecdsa-p256", "rsa2048"):  # not just ECDSA: STARTTLS itself is refused
+        with pytest.raises(LabError, match="no certificate"):
+            spki(lab, alg)
+    key, chain, new = material("p256")
+    EximInstaller(lab.tls_dir, settle=0, key_name="{algorithm}.key",
+                  chain_name="{algorithm}.crt").install(ECDSA, key, chain)  # the defaults
+    assert spki(lab, "ecdsa-p256") == new and spki(lab, "rsa2048") == old_rsa  # at once
+    for path in (lab.key_files["ecdsa-p256"], lab.chain_files["ecdsa-p256"]):
+        st = path.stat()
+        assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_gid == grp.getgrnam(EXIM_USER).gr_gid
 
 
 # --------------------------------------------------------------------------- no lab needed

@@ -6,6 +6,10 @@ TLS: one file per algorithm (key, then chain; `tls_certificate = A : B`, `tls_pr
 unset), 0640 group Debian-exim, self-signed at first. Exim reads those files once in its daemon
 and reloads them ~5 s after they change (inotify). A SIGHUP re-exec under `-C` drops root and
 cannot bind port 25 again, so `restart()` stops and starts the daemon instead.
+
+`EximLab(separate=True, per_connection=True, suffix=33)` is the other common shape: separate key
+and certificate files (`tls_privatekey` list) named through an expansion, which Exim cannot
+preload: each connection reads them as the Exim user (Debian-exim), at once.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lab.pki import ALGORITHMS, chain_file_bytes, generate_key, self_signed
+from lab.pki import ALGORITHMS, cert_pem, chain_file_bytes, generate_key, key_pem, self_signed
 from lab.proc import Daemon, LabError, lab_net, tcp_open, wait_for
 
 EXIM = os.environ.get("ROLLOVER_EXIM", "/opt/rollover-lab/exim4/usr/sbin/exim4")
@@ -36,9 +40,12 @@ def write_group_file(path: Path, data: bytes, group: str = EXIM_USER) -> None:
 
 
 class EximLab:
-    def __init__(self, net: str | None = None, hostname: str = HOSTNAME) -> None:
+    def __init__(self, net: str | None = None, hostname: str = HOSTNAME, *, suffix: int = 31,
+                 separate: bool = False, per_connection: bool = False) -> None:
         self.net = net or lab_net()
-        self.address = f"{self.net}.31"
+        self.address = f"{self.net}.{suffix}"
+        self.separate = separate
+        self.per_connection = per_connection
         self.port = 25
         self.hostname = hostname
         self.workdir = Path(tempfile.mkdtemp(prefix="rollover-exim-"))
@@ -47,11 +54,24 @@ class EximLab:
         self.log_dir = self.workdir / "log"
         self.tls_dir = self.workdir / "tls"
         self.config = self.workdir / "exim.conf"
-        self.chain_files: dict[str, Path] = {a: self.tls_dir / f"{a}.pem" for a in ALGORITHMS}
+        ext = ".crt" if separate else ".pem"
+        self.chain_files: dict[str, Path] = {a: self.tls_dir / f"{a}{ext}" for a in ALGORITHMS}
+        self.key_files: dict[str, Path] = {
+            a: self.tls_dir / f"{a}.key" if separate else self.chain_files[a] for a in ALGORITHMS}
         self.daemon: Daemon | None = None
 
-    def _conf(self) -> str:
+    def _tls_lines(self) -> str:
         chains = " : ".join(str(self.chain_files[a]) for a in ALGORITHMS)
+        keys = " : ".join(str(self.key_files[a]) for a in ALGORITHMS)
+        if self.per_connection:  # an expansion: Exim cannot preload, reads per connection
+            chains = f"${{if eq{{1}}{{1}}{{{chains}}}{{}}}}"
+            keys = f"${{if eq{{1}}{{1}}{{{keys}}}{{}}}}"
+        lines = f"tls_certificate = {chains}\n"
+        if self.separate:
+            lines += f"tls_privatekey = {keys}\n"
+        return lines
+
+    def _conf(self) -> str:
         return f"""\
 primary_hostname = {self.hostname}
 spool_directory = {self.spool}
@@ -66,8 +86,7 @@ host_lookup =
 rfc1413_hosts =
 rfc1413_query_timeout = 0s
 tls_advertise_hosts = *
-tls_certificate = {chains}
-acl_smtp_rcpt = acl_check_rcpt
+{self._tls_lines()}acl_smtp_rcpt = acl_check_rcpt
 begin acl
 acl_check_rcpt:
   deny message = the rollover lab accepts no mail
@@ -85,10 +104,15 @@ begin transports
         os.chmod(self.tls_dir, 0o750)
         self.config.write_text(self._conf())
         for algorithm in ALGORITHMS:
-            if not self.chain_files[algorithm].exists():
-                key = generate_key(algorithm)
-                write_group_file(self.chain_files[algorithm],
-                                 chain_file_bytes(key, [self_signed(key, [self.hostname])]))
+            if self.chain_files[algorithm].exists():
+                continue
+            key = generate_key(algorithm)
+            cert = self_signed(key, [self.hostname])
+            if self.separate:
+                write_group_file(self.key_files[algorithm], key_pem(key))
+                write_group_file(self.chain_files[algorithm], cert_pem(cert))
+            else:
+                write_group_file(self.chain_files[algorithm], chain_file_bytes(key, [cert]))
 
     def start(self, timeout: float = 15.0) -> float:
         self._write()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
-from rollover import argtypes, report
+from rollover import argtypes, logsetup, report
 from rollover.clock import Clock, SystemClock
 from rollover.config import Config, load_config
 from rollover.display import printable
@@ -18,6 +19,7 @@ from rollover.report import SlotReport
 from rollover.wiring import build_engine
 
 DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"
+log = logging.getLogger("rollover")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     path = args.config or env.get("ROLLOVER_CONFIG") or DEFAULT_CONFIG
     config = load_config(Path(path))
-    for warning in config.warnings:
-        print(f"rollover: warning: {warning}", file=sys.stderr)
+    for warning in logsetup.aggregate(config.warnings):  # one line per advice
+        log.warning("warning: %s", warning)
     if args.state_dir is not None:
         config = dataclasses.replace(config, state_dir=Path(args.state_dir))
     return config
@@ -65,10 +67,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = 
         if args.only:
             config = only(config, args.only)
         engine = build_engine(config, clock)
-        progress = _progress if sys.stderr.isatty() else _progress_lines
+        quiet = getattr(args, "quiet", False)
+        progress = None if quiet else _progress if sys.stderr.isatty() else _progress_lines
         reports = engine.run(roll=args.roll, resume=args.resume, wait=args.wait,
                              max_wait=args.max_wait, progress=progress)
-        print(report.text(reports, clock.now()))
+        if not quiet or any(r.done or r.error for r in reports):  # cron: only on a change
+            print(report.text(reports, clock.now()))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
     engine = build_engine(config, clock, with_certs=False, create_state=False)
     if command == "plan" or not getattr(args, "no_observe", False):

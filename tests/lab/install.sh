@@ -10,7 +10,7 @@ set -euo pipefail
 
 PACKAGES=(bind9 bind9-utils dnsutils knot knot-dnsutils pebble postfix ldnsutils swaks
           libnet-ssleay-perl iproute2 openssl
-          pdns-server pdns-backend-sqlite3)
+          pdns-server pdns-backend-sqlite3 dns-root-data)
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 

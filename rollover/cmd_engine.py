@@ -13,7 +13,8 @@ from rollover import argtypes, report
 from rollover.clock import Clock, SystemClock
 from rollover.config import Config, load_config
 from rollover.display import printable
-from rollover.errors import ExitStatus
+from rollover.errors import ExitStatus, RolloverError
+from rollover.nagios import days_threshold, plugin_output
 from rollover.report import SlotReport
 from rollover.wiring import build_engine
 
@@ -41,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="one line, exit 0 OK / 1 WARNING / 2 CRITICAL / 3 UNKNOWN")
         parser.add_argument("--no-observe", action="store_true",
                             help="show the stored state only; ask no nameserver")
+        parser.add_argument("-w", "--warning", type=days_threshold, default=21.0,
+                            metavar="DAYS", help="--nagios: warn when a certificate expires "
+                                                 "within DAYS (default 21)")
+        parser.add_argument("--critical", type=days_threshold, default=7.0, metavar="DAYS",
+                            help="--nagios: critical within DAYS (default 7; -c is --config)")
+        parser.add_argument("--prometheus", metavar="FILE", type=argtypes.path,
+                            help="also write Prometheus metrics to FILE (textfile collector; "
+                                 "atomic)")
 
 
 def load(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
@@ -54,6 +63,16 @@ def load(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = None) -> int:
+    if args.command == "status" and args.nagios:
+        try:
+            return _run(args, env, clock)
+        except RolloverError as exc:  # a plugin that cannot tell says UNKNOWN, in one line
+            print(plugin_output("ROLLOVER", ExitStatus.UNKNOWN, str(exc).split("\n")[0], ()))
+            return ExitStatus.UNKNOWN
+    return _run(args, env, clock)
+
+
+def _run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
     config = load(args, env)
     command = args.command
@@ -79,8 +98,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = 
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
     reports = engine.status(observe=not args.no_observe)
     now = clock.now()
+    if args.prometheus:
+        from rollover.metrics import write_status
+
+        write_status(reports, now, args.prometheus)
     if args.nagios:
-        status, line = report.nagios(reports, now)
+        status, line = report.nagios(reports, now, args.warning, args.critical)
         print(line)
         return status
     print(report.to_json(reports, now) if args.json else report.text(reports, now))

@@ -62,7 +62,7 @@ def _host_lines(h: HostReport) -> list[str]:
              + (f" -> {' -> '.join(h.cname_chain)}" if h.cname_chain else "")
              + (f": addresses {', '.join(h.addresses)}" if h.addresses else "")]
     if h.base:
-        lines.append(f"  TLSA base {h.base} ({h.base_reason})")
+        lines.append(f"  TLSA base {h.base}: {h.base_reason}")
     if h.error:
         lines.append(f"  error: {h.error}")
     for s in h.sources:

@@ -100,6 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-anchor", metavar="FILE", type=argtypes.path,
                         help="DS/DNSKEY lines to validate DNSSEC from (default: the root key "
                              "of dns-root-data, else the built-in root KSK DS)")
+    parser.add_argument("--prometheus", metavar="FILE", type=argtypes.path,
+                        help="with --domain: also write Prometheus metrics to FILE "
+                             "(textfile collector; atomic)")
     parser.add_argument("--validating-resolver", metavar="IP",
                         help="trust this validating resolver's AD bit instead of validating "
                              "from a trust anchor")
@@ -126,8 +129,9 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return _run_domain(args)
     if args.host is None:
         raise UsageError("give a HOST to check, or --domain DOMAIN")
-    if args.trust_anchor or args.validating_resolver:
-        raise UsageError("--trust-anchor and --validating-resolver go with --domain")
+    if args.trust_anchor or args.validating_resolver or args.prometheus:
+        raise UsageError("--trust-anchor, --validating-resolver and --prometheus go with "
+                         "--domain")
     host = _check_host(args.host)
     endpoint = Endpoint(host, _check_port(args.port))
     if args.timeout <= 0:
@@ -327,6 +331,10 @@ def _run_domain(args: argparse.Namespace) -> int:
     except ObserveError as exc:
         raise UsageError(str(exc)) from None
     report = check_domain(domain, opts, observer, clock.now())
+    if args.prometheus:
+        from rollover.metrics import write_domain
+
+        write_domain(report, args.prometheus)
     if args.nagios:
         status, text = check_output.nagios(report, args.warning, args.critical)
         print(text)

@@ -15,7 +15,9 @@ from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from rollover import machine as m
 from rollover.display import shown_path
+from rollover.domaincheck import DomainReport
 from rollover.errors import InputError
+from rollover.hygiene import Severity
 from rollover.report import SlotReport
 
 
@@ -79,3 +81,45 @@ def write_status(reports: Sequence[SlotReport], now: datetime, path: str | Path)
 
 def write_registry(registry: CollectorRegistry, path: str | Path) -> None:
     _write(registry, path)
+
+
+def domain_metrics(report: DomainReport) -> CollectorRegistry:
+    """`check --domain`: one series per MX host x address x algorithm, per server, per finding
+    severity; the timestamp of this (successful) check."""
+    reg = CollectorRegistry()
+    d = report.domain
+    match = Gauge("rollover_check_chain_match", "1 when the chain of this address x algorithm "
+                  "matches the TLSA RRset of every authoritative server, else 0",
+                  ["domain", "mx", "address", "algorithm"], registry=reg)
+    expiry = Gauge("rollover_check_certificate_expiry_timestamp_seconds",
+                   "notAfter of the leaf this address x algorithm presents",
+                   ["domain", "mx", "address", "algorithm"], registry=reg)
+    records = Gauge("rollover_check_records", "TLSA records each authoritative server serves",
+                    ["domain", "mx", "server", "address"], registry=reg)
+    secure = Gauge("rollover_check_dnssec_valid", "1 when the TLSA RRset is DNSSEC-valid",
+                   ["domain", "mx"], registry=reg)
+    findings = Gauge("rollover_check_findings", "findings by severity",
+                     ["domain", "severity"], registry=reg)
+    ok = Gauge("rollover_check_ok", "1 when the domain check found nothing critical",
+               ["domain"], registry=reg)
+    stamp = Gauge("rollover_check_timestamp_seconds", "when this check ran", ["domain"],
+                  registry=reg)
+    for h in report.hosts:
+        for o in h.outcomes:
+            labels = (d, h.name, o.chain.address or "", o.chain.algorithm or "")
+            match.labels(*labels).set(1 if o.ok else 0)
+            if o.chain.chain:
+                expiry.labels(*labels).set(o.chain.chain[0].not_valid_after_utc.timestamp())
+        for s in h.sources:
+            records.labels(d, h.name, s.server or "", s.address or "").set(len(s.records))
+        if h.validation is not None:
+            secure.labels(d, h.name).set(1 if h.validation.secure else 0)
+    for sev in Severity:
+        findings.labels(d, sev.value).set(sum(1 for f in report.findings if f.severity == sev))
+    ok.labels(d).set(1 if report.severity != Severity.CRITICAL else 0)
+    stamp.labels(d).set(report.at.timestamp())
+    return reg
+
+
+def write_domain(report: DomainReport, path: str | Path) -> None:
+    _write(domain_metrics(report), path)

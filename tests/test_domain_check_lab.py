@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from prometheus_client.parser import text_string_to_metric_families
 
 from rollover import tlsa
 from rollover.cli import main
@@ -47,6 +48,7 @@ class Scene:
     clean: dict[str, tuple[int, str]]  # run name -> (exit, stdout)
     broken: dict[str, tuple[int, str]]
     keys_a: dict[str, str]  # algorithm -> 3 1 1 of Postfix A
+    prometheus: Path  # the textfile written by the broken domain's --json run
 
 
 def _postfix(net: str, last: int, hostname: str, chains: dict[str, bytes]) -> PostfixLab:
@@ -139,13 +141,14 @@ def scene(dns_lab: DnsLab, postfix_lab: PostfixLab,
             _wait_some(dns_lab, "_25._tcp.mx1.dom", sorted(a311.values()),
                        [dns_lab.primary, dns_lab.bind_secondary])
             broken = {
-                "json": cap.run("--domain", "dom.example.test", "--json", *base),
+                "json": cap.run("--domain", "dom.example.test", "--json", "--prometheus",
+                                str(tmp / "dom.prom"), *base),
                 "nagios": cap.run("--domain", "dom.example.test", "--nagios", *base),
                 "text": cap.run("--domain", "dom.example.test", *base),
             }
         finally:
             dns_lab.thaw_knot()
-        yield Scene(anchor, resolvers, clean, broken, a311)
+        yield Scene(anchor, resolvers, clean, broken, a311, tmp / "dom.prom")
     finally:
         for owner in ("_25._tcp.mx1.dom", "_25._tcp.smtp.dom", "_25._tcp.mx2.dom",
                       "_25._tcp.mxc.clean", "mx1.dom", "mx2.dom", "smtp.dom", "mxc.clean"):
@@ -310,3 +313,22 @@ def test_bad_trust_anchor_is_unknown_for_nagios(scene: Scene, tmp_path: Path,
     assert code == ExitStatus.UNKNOWN
     assert out.startswith("DANE UNKNOWN - ") and "bad.anchor:1: not a DS or DNSKEY" in out
     assert len(out.splitlines()) == 1
+
+
+@pytest.mark.lab
+def test_prometheus_textfile_has_chain_match_per_address_and_algorithm(
+        scene: Scene, dns_lab: DnsLab, postfix_lab: PostfixLab) -> None:
+    fams = {f.name: f for f in text_string_to_metric_families(scene.prometheus.read_text())}
+    match = {(s.labels["mx"], s.labels["address"], s.labels["algorithm"]): s.value
+             for s in fams["rollover_check_chain_match"].samples}
+    net = dns_lab.net
+    for alg in ("ecdsa-p256", "rsa2048"):
+        assert match[("mx1.dom.example.test", f"{net}.27", alg)] == 0  # stale ns3
+        assert match[("mx1.dom.example.test", postfix_lab.address, alg)] == 0
+        assert match[("mx2.dom.example.test", f"{net}.28", alg)] == 1
+        assert match[("mx3.pit.test", f"{net}.27", alg)] == 1
+    sev = {s.labels["severity"]: s.value for s in fams["rollover_check_findings"].samples}
+    doc = json.loads(scene.broken["json"][1])
+    assert sev["critical"] == doc["counts"]["critical"] == 6
+    ok = [s.value for s in fams["rollover_check_ok"].samples]
+    assert ok == [0]

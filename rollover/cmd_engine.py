@@ -6,16 +6,14 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 
 from rollover import argtypes, report
 from rollover.clock import Clock, SystemClock
 from rollover.config import Config, load_config
-from rollover.display import printable
 from rollover.errors import ExitStatus, RolloverError
 from rollover.nagios import days_threshold, plugin_output
-from rollover.report import SlotReport
+from rollover.progress_view import LiveView, PlainLines
 from rollover.wiring import build_engine
 
 DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"
@@ -78,9 +76,12 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None =
     command = args.command
     if command == "run":
         engine = build_engine(config, clock)
-        progress = _progress if sys.stderr.isatty() else _progress_lines
-        reports = engine.run(roll=args.roll, wait=args.wait, max_wait=args.max_wait,
-                             progress=progress)
+        view = LiveView(sys.stderr, clock) if sys.stderr.isatty() else PlainLines(sys.stderr)
+        try:
+            reports = engine.run(roll=args.roll, wait=args.wait, max_wait=args.max_wait,
+                                 progress=view)
+        finally:
+            view.close()
         print(report.text(reports, clock.now()))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
     engine = build_engine(config, clock, with_certs=False, create_state=False)
@@ -108,17 +109,3 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None =
         return status
     print(report.to_json(reports, now) if args.json else report.text(reports, now))
     return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
-
-
-def _progress(reports: list[SlotReport], wake: datetime) -> None:
-    now = SystemClock().now()
-    waiting = "; ".join(f"{r.slot}: {r.reason}" for r in reports if r.wake_at)
-    left = max(0.0, (wake - now).total_seconds())
-    sys.stderr.write(f"\r\033[K[{left:5.1f}s] {printable(waiting[:150])}")
-    sys.stderr.flush()
-
-
-def _progress_lines(reports: list[SlotReport], wake: datetime) -> None:
-    for r in reports:
-        if r.wake_at:
-            print(printable(f"rollover: {r.slot}: {r.reason}"), file=sys.stderr)

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     if command == "run":
         parser.add_argument("--wait", action="store_true",
                             help="keep going (polling) until nothing is left to do")
+        parser.add_argument("--resume", action="store_true",
+                            help="the cause of a stopped slot is fixed: try it again now")
         parser.add_argument("--roll", action="store_true",
                             help="start a key rollover now (next key becomes current)")
         parser.add_argument("--max-wait", type=argtypes.seconds(366 * 86400, zero=True),
@@ -78,8 +80,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None =
         engine = build_engine(config, clock)
         view = LiveView(sys.stderr, clock) if sys.stderr.isatty() else PlainLines(sys.stderr)
         try:
-            reports = engine.run(roll=args.roll, wait=args.wait, max_wait=args.max_wait,
-                                 progress=view)
+            reports = engine.run(roll=args.roll, resume=args.resume, wait=args.wait,
+                                 max_wait=args.max_wait, progress=view)
         finally:
             view.close()
         print(report.text(reports, clock.now()))

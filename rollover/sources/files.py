@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from rollover import tlsa
 from rollover.clock import Clock, SystemClock
 from rollover.confcheck import Section
-from rollover.engine import IssuedCert
+from rollover.edges import IssuedCert
 from rollover.errors import InputError
 from rollover.model import Algorithm, SlotId
 from rollover.registry import ParseContext, SourceEnv

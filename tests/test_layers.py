@@ -13,7 +13,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("machine", "schemes", "dane", "flight"),
     "config": ("confcheck", "registry", "config"),
     "edges": ("state_codec", "state", "observe", "probe", "mx", "issue", "issuers", "dns01",
-              "edges", "report", "providers", "hooks", "sources", "spool"),
+              "edges", "report", "providers", "hooks", "sources", "spool", "anchors",
+              "dnssec_chain", "hostcheck", "domaincheck", "hygiene", "metrics", "nagios",
+              "check_output", "progress_view"),
     "loop": ("executors", "engine", "wiring"),
     "face": ("cli", "cmd_*", "__main__"),
 }

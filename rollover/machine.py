@@ -91,6 +91,7 @@ class Move(StrEnum):
     ROLLBACK_FAILED = "rollback-failed"
     ARI_CHECKED = "ari-checked"
     KEY_DROPPED = "key-dropped"
+    STOPPED = "stopped"
     CERT_TAKEN = "cert-taken"
     CERT_AWAITED = "cert-awaited"
 
@@ -211,6 +212,10 @@ TRANSITIONS: tuple[Transition, ...] = (
                "the CA answered (or not)", "keep its renewal window and Retry-After", True),
     Transition(Move.KEY_DROPPED, (_P.ACTIVE,), (_P.ACTIVE,),
                "the old private key is gone (or archived)", "forget it", True),
+    Transition(Move.STOPPED, tuple(Phase), tuple(Phase),
+               "an error retrying cannot heal (bad TSIG key, no authority for the zone, an ACME "
+               "account or profile the CA refuses)", "stop the slot where it is; run exits 2 "
+               "and status says why until the configuration changes or `run --resume`", True),
     Transition(Move.CERT_TAKEN, (_P.NEW, _P.ACTIVE, _P.ISSUING), (_P.NEW, _P.INSTALLING),
                "the external source holds a certificate rollover has not seen",
                "keep its key (a copy in the state dir) and the certificate staged; a key no "
@@ -238,6 +243,7 @@ class Policy:
     scheme: str = "current+next"
     issuer_pins: frozenset[str] = frozenset()  # current+issuer: "2 1 1 ..." the operator pinned
     max_records: int = 8  # per owner; some large senders handle only about 12
+    config_id: str = ""  # a digest of the configuration: a stopped slot resumes when it changes
     inspect_live: bool = True  # False: the operator says no certificate is in service yet
     retry_base: int = 300  # first backoff after a failed order/install; doubles, capped at 1 day
     # who decides the key ("certbot", "the tool writing the files"); "": rollover stages its keys
@@ -319,6 +325,8 @@ class SlotState:
     retry_at: datetime | None = None
     last_error: str | None = None
     observation: Observation | None = None
+    stopped: str | None = None  # an error that cannot heal by retrying: the slot waits for you
+    stopped_config: str | None = None  # Policy.config_id when it stopped
     source_checked: datetime | None = None  # last look at an external certificate source
 
     # --- lookups -----------------------------------------------------------------------------
@@ -469,6 +477,13 @@ class LiveUnseen(Event):
 
 
 @dataclass(frozen=True)
+class Stopped(Event):
+    """An action failed in a way retrying cannot heal; `error` is the operator's one line."""
+
+    error: str
+
+
+@dataclass(frozen=True)
 class CertIssued(Event):
     cert: CertInfo
 
@@ -544,6 +559,13 @@ def step(
     st = _copy(state)
     if observation is not None:
         _absorb(st, observation)
+    if st.stopped is not None:
+        if policy.config_id and policy.config_id != st.stopped_config:
+            st.stopped = st.stopped_config = None  # the configuration changed: try again
+            st.retry_at = None
+        else:
+            return _wait(st, f"stopped: {st.stopped}; fix it, then change the configuration or "
+                             "run `rollover run --resume`", None)
     handler = _HANDLERS[st.phase]
     return handler(st, policy, now)
 
@@ -618,6 +640,9 @@ def apply_move(state: SlotState, event: Event, policy: Policy,
             if event.renew_at is not None:
                 st.installed.renew_at = event.renew_at
             st.installed.ari_retry_after = event.retry_after
+    elif isinstance(event, Stopped):
+        move = Move.STOPPED
+        st.stopped, st.stopped_config = event.error, policy.config_id
     elif isinstance(event, KeyDropped):
         move = Move.KEY_DROPPED
         st.keys = [k for k in st.keys if k.key_id != event.key_id]
@@ -1091,8 +1116,9 @@ def _on_active(st: SlotState, policy: Policy, now: datetime) -> StepResult:
 
 
 def _on_retiring(st: SlotState, policy: Policy, now: datetime) -> StepResult:
-    assert st.retire_at is not None
-    if now < st.retire_at:
+    # retire_at None: the retirement was decided and its publish did not go through (a crash,
+    # a provider error): decide it again, idempotently
+    if st.retire_at is not None and now < st.retire_at:
         left = (st.retire_at - now).total_seconds()
         return _wait(st, f"time says no: retire_grace, {human_duration(left)} left before the "
                          "old record is withdrawn", st.retire_at)
@@ -1207,6 +1233,8 @@ def slot_to_dict(st: SlotState) -> dict[str, Any]:
         "retry_at": _t(st.retry_at),
         "last_error": st.last_error,
         "observation": st.observation.to_dict() if st.observation else None,
+        "stopped": st.stopped,
+        "stopped_config": st.stopped_config,
         "source_checked": _t(st.source_checked),
     }
 
@@ -1236,6 +1264,8 @@ def slot_from_dict(d: dict[str, Any]) -> SlotState:
         retry_at=_pt(d.get("retry_at")),
         last_error=d.get("last_error"),
         observation=Observation.from_dict(d["observation"]) if d.get("observation") else None,
+        stopped=d.get("stopped"),
+        stopped_config=d.get("stopped_config"),
         source_checked=_pt(d.get("source_checked")),
     )
 
@@ -1250,6 +1280,9 @@ def request_roll(state: SlotState) -> SlotState:
     return replace(_copy(state), roll_requested=True)
 
 
+def resume(state: SlotState) -> SlotState:
+    """The operator says the cause of a stop is fixed: try again now."""
+    return replace(_copy(state), stopped=None, stopped_config=None, retry_at=None)
 def source_changed(state: SlotState) -> SlotState:
     """The external source's hook said a new version waits: look at it on the next step."""
     return replace(_copy(state), source_checked=None)

@@ -105,17 +105,18 @@ def order(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState, action: m.Order
     assert key is not None
     if tlsa.spki_sha256_hex(leaf) != key.spki_sha256:
         return m.Failed(now(), "the CA returned a certificate for another key")
-    chain_pem, issuers = issued.chain_pem, tuple[str, ...]()
+    chain_pem, issuers, labels = issued.chain_pem, tuple[str, ...](), tuple[str, ...]()
     if ep.scheme == Scheme.CURRENT_ISSUER:
         try:
-            chain_pem, issuers = issuer_chain(issued.chain_pem, ep)
+            chain_pem, issuers, labels = issuer_chain(issued.chain_pem, ep)
         except IssuerError as exc:
             return m.Failed(now(), f"order for key {action.key_id}: {exc}")
     rel = f"certs/{st.slot.key.replace(':', '_')}-{issued.serial}.pem"
     ctx.edges.store.write_file(rel, chain_pem, 0o644)
     at = now()
     return m.CertIssued(at, m.CertInfo(action.key_id, issued.serial, issued.not_after, at, rel,
-                                       issued.renew_at, issued.ari_retry_after, issuers))
+                                       issued.renew_at, issued.ari_retry_after, issuers,
+                                       labels))
 
 
 def install(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
@@ -251,10 +252,10 @@ def take_cert(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
         # a take that crashed wrote this id for a key the source has replaced since
         store.delete_key(key_id)
         store.write_key(key_id, snap.key_pem)
-    chain_pem, issuers = snap.chain_pem, tuple[str, ...]()
+    chain_pem, issuers, labels = snap.chain_pem, tuple[str, ...](), tuple[str, ...]()
     if ep.scheme == Scheme.CURRENT_ISSUER:
         try:
-            chain_pem, issuers = issuer_chain(snap.chain_pem, ep)
+            chain_pem, issuers, labels = issuer_chain(snap.chain_pem, ep)
         except IssuerError as exc:
             return m.CertAwaited(now, f"{st.slot}: {exc}")
     rel = f"certs/{st.slot.key.replace(':', '_')}-{snap.serial}.pem"
@@ -263,7 +264,7 @@ def take_cert(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
              "" if known else ", new")
     return m.CertTaken(now, key_id, snap.spki_sha256,
                        m.CertInfo(key_id, snap.serial, snap.not_after, now, rel,
-                                  issuers=issuers))
+                                  issuers=issuers, issuer_names=labels))
 
 
 REAL: dict[type[m.Action], Executor] = {

@@ -184,9 +184,11 @@ def target(zone: str, owner: str, rtype: str) -> Target:
         z = dns.name.from_text(zone)
         o = dns.name.from_text(owner, origin=z)
     except dns.exception.DNSException as exc:
-        raise ProviderError(f"bad DNS name {owner!r} in zone {zone!r}: {exc}") from None
+        raise ProviderError(f"bad DNS name {owner!r} in zone {zone!r}: {exc}",
+                            permanent=True) from None
     if not o.is_subdomain(z):
-        raise ProviderError(f"{owner} is not inside zone {zone}: check the endpoint's zone")
+        raise ProviderError(f"{owner} is not inside zone {zone}: check the endpoint's zone",
+                            permanent=True)
     try:
         t = dns.rdatatype.from_text(rtype)
     except dns.exception.DNSException:
@@ -295,7 +297,7 @@ class ProviderBase:
         t = target(zone, owner, rtype)
         if not self.supports.allows(t.rtype):
             raise ProviderError(f"{self.TYPE} does not support {t.rtype} records "
-                                f"(it supports {self.supports.describe()})")
+                                f"(it supports {self.supports.describe()})", permanent=True)
         return t
 
     def _read_canonical(self, t: Target, label: str) -> RRset:
@@ -353,7 +355,7 @@ class ProviderBase:
         prefix = f"provider {self.name} ({self.TYPE}): "
         if not message.startswith(prefix):
             message = prefix + message
-        return ProviderError(message)
+        return ProviderError(message, permanent=exc.permanent)
 
 
 def load_provider_class(type_name: str) -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rollover import argtypes, report
 from rollover.clock import Clock, SystemClock
-from rollover.config import Config, load_config
+from rollover.config import Config, aggregate_warnings, load_config
 from rollover.display import printable
 from rollover.errors import ExitStatus
 from rollover.report import SlotReport
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     path = args.config or env.get("ROLLOVER_CONFIG") or DEFAULT_CONFIG
     config = load_config(Path(path))
-    for warning in config.warnings:
+    for warning in aggregate_warnings(config.warnings):
         print(f"rollover: warning: {warning}", file=sys.stderr)
     if args.state_dir is not None:
         config = dataclasses.replace(config, state_dir=Path(args.state_dir))

@@ -16,7 +16,7 @@ Secrets never live here: a plugin keeps the *path* of a secret, checked to exist
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -66,6 +66,7 @@ class ConfigFileError(ConfigError):
 class DnsOptions:
     timeout: float = 2.0  # seconds per query
     port: int = 53
+    in_flight: int = 32  # queries outstanding at once per nameserver address (one round)
 
 
 @dataclass(frozen=True)
@@ -347,12 +348,14 @@ class _Builder:
         return addrs
 
     def _dns(self, top: Section) -> DnsOptions:
-        sec = top.section("dns", ("timeout", "port"))
+        sec = top.section("dns", ("timeout", "port", "in_flight"))
         if sec is None:
             return DnsOptions()
         return DnsOptions(
             timeout=sec.get_float("timeout", 2.0, hi=60),
             port=sec.get_int("port", 53, lo=1, hi=65535) or 53,
+            in_flight=sec.get_int("in_flight", DnsOptions.in_flight, lo=1, hi=1024)
+            or DnsOptions.in_flight,
         )
 
     def _acme(self, top: Section) -> AcmeConfig | None:
@@ -759,3 +762,38 @@ class _Builder:
                     "advises one key per MX host",
                 )
 
+
+
+_ENDPOINT_INDEX = re.compile(r"^(?P<where>.*?:(?P<line>\d+)): endpoints\[\d+\]\.(?P<rest>.*)$")
+
+
+def aggregate_warnings(warnings: Sequence[str]) -> list[str]:
+    """One line per piece of advice: the same endpoint warning for many endpoints ("TLSA TTL 3
+    is outside ...") is said once, with how many more endpoints it concerns and their lines."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    out: list[str | tuple[str, str]] = []
+    for w in warnings:
+        found = _ENDPOINT_INDEX.match(w)
+        if found is None:
+            out.append(w)
+            continue
+        rest = found.group("rest")
+        if rest not in groups:
+            groups[rest] = []
+            out.append((rest, w))
+        groups[rest].append((found.group("line"), w))
+    lines: list[str] = []
+    for item in out:
+        if isinstance(item, str):
+            lines.append(item)
+            continue
+        rest, first = item
+        more = groups[rest][1:]
+        if not more:
+            lines.append(first)
+            continue
+        shown_lines = ", ".join(line for line, _w in more[:5])
+        etc = ", ..." if len(more) > 5 else ""
+        noun = "endpoint" if len(more) == 1 else "endpoints"
+        lines.append(f"{first} (the same for {len(more)} more {noun}: lines {shown_lines}{etc})")
+    return lines

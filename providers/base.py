@@ -495,7 +495,7 @@ class ProviderBase:
         prefix = f"provider {self.name} ({self.TYPE}): "
         if not message.startswith(prefix):
             message = prefix + message
-        return ProviderError(message)
+        return ProviderError(message, permanent=exc.permanent)
 
 
 def load_provider_class(type_name: str) -> Any:

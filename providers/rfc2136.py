@@ -376,25 +376,26 @@ class _Client:
         if rcode == dns.rcode.NOERROR:
             return
         if rcode in _PREREQ_FAILED:
-            self._fail(_PrerequisiteFailed,
+            self._fail(
                 f"{label} {rtype} changed on {self.where} between our read and our update "
                 f"(prerequisite failed: {_PREREQ_FAILED[rcode]}): someone else edited it "
-                "concurrently; nothing was changed, re-run to re-read"
+                "concurrently; nothing was changed, re-run to re-read", kind=_PrerequisiteFailed
             )
         if rcode == dns.rcode.REFUSED:
             self._fail(
                 f"{self.where} refused the update of zone {zone} (REFUSED): key "
                 f"{self.key_label} is not allowed to update it; check allow-update/update-policy "
-                f"for key {self.key_label}"
+                f"for key {self.key_label}", permanent=True
             )
         if rcode == dns.rcode.NOTAUTH:
             self._fail(
                 f"{self.where} is not authoritative for zone {zone} or did not accept key "
                 f"{self.key_label} (NOTAUTH): check the zone, the server (it must be the primary) "
-                "and tsig_key_name/tsig_secret_file"
+                "and tsig_key_name/tsig_secret_file", permanent=True
             )
         if rcode == dns.rcode.NOTZONE:
-            self._fail(f"{label} is outside zone {zone} (NOTZONE): check the endpoint's zone")
+            self._fail(f"{label} is outside zone {zone} (NOTZONE): check the endpoint's zone",
+                       permanent=True)
         self._fail(f"{self.where} answered {dns.rcode.to_text(rcode)} updating {label} {rtype} "
                    f"in zone {zone}" + _RCODE_HINT.get(rcode, ""))
 
@@ -409,11 +410,12 @@ class _Client:
                        "server running and listening on TCP at that address and port?")
         except dns.tsig.PeerBadKey:
             self._fail(f"{self.where} does not know TSIG key {key} (BADKEY) {what}: check "
-                       "tsig_key_name and tsig_algorithm against the server's key statement")
+                       "tsig_key_name and tsig_algorithm against the server's key statement",
+                       permanent=True)
         except dns.tsig.PeerBadSignature:
             self._fail(f"{self.where} rejected the signature of TSIG key {key} (BADSIG) {what}: "
                        "the secret or algorithm is wrong; check tsig_secret_file and "
-                       "tsig_algorithm")
+                       "tsig_algorithm", permanent=True)
         except dns.tsig.PeerBadTime:
             self._fail(f"{self.where} rejected TSIG key {key} (BADTIME) {what}: the clocks of "
                        "this host and the server differ by more than 5 minutes")
@@ -430,13 +432,11 @@ class _Client:
             reason = exc.strerror or type(exc).__name__
             self._fail(f"cannot reach server {self.where} {what}: {reason}")
 
-    def _fail(self, message: str | type[ProviderError], *parts: str) -> NoReturn:
-        kind = ProviderError
-        if not isinstance(message, str):
-            kind, message = message, "".join(parts)
+    def _fail(self, message: str, *, permanent: bool = False,
+              kind: type[ProviderError] = ProviderError) -> NoReturn:
         for secret in self._secrets:
             message = message.replace(secret, "<secret>")
-        raise kind(" ".join(message.split()))
+        raise kind(" ".join(message.split()), permanent=permanent)
 
 
 _RCODE_HINT = {

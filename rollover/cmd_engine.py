@@ -13,7 +13,7 @@ from rollover import argtypes, report
 from rollover.clock import Clock, SystemClock
 from rollover.config import Config, aggregate_warnings, load_config
 from rollover.display import printable
-from rollover.errors import ExitStatus
+from rollover.errors import ExitStatus, UsageError
 from rollover.report import SlotReport
 from rollover.wiring import build_engine
 
@@ -29,11 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     if command == "run":
         parser.add_argument("--wait", action="store_true",
                             help="keep going (polling) until nothing is left to do")
+        parser.add_argument("--resume", action="store_true",
+                            help="the cause of a stopped slot is fixed: try it again now")
         parser.add_argument("--roll", action="store_true",
                             help="start a key rollover now (next key becomes current)")
         parser.add_argument("--max-wait", type=argtypes.seconds(366 * 86400, zero=True),
                             default=86400.0, metavar="SECONDS",
                             help="with --wait: give up waiting after this long (default 1 day)")
+        parser.add_argument("--only", action="append", metavar="HOST",
+                            help="advance only the endpoints of HOST (repeatable)")
     if command in ("status", "plan"):
         parser.add_argument("--json", action="store_true", help="machine-readable output")
     if command == "status":
@@ -58,10 +62,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = 
     config = load(args, env)
     command = args.command
     if command == "run":
+        if args.only:
+            config = only(config, args.only)
         engine = build_engine(config, clock)
         progress = _progress if sys.stderr.isatty() else _progress_lines
-        reports = engine.run(roll=args.roll, wait=args.wait, max_wait=args.max_wait,
-                             progress=progress)
+        reports = engine.run(roll=args.roll, resume=args.resume, wait=args.wait,
+                             max_wait=args.max_wait, progress=progress)
         print(report.text(reports, clock.now()))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
     engine = build_engine(config, clock, with_certs=False, create_state=False)
@@ -85,6 +91,17 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = 
         return status
     print(report.to_json(reports, now) if args.json else report.text(reports, now))
     return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
+
+
+def only(config: Config, hosts: list[str]) -> Config:
+    """The config reduced to the endpoints of `hosts` (the other slots' state stays as is)."""
+    wanted = {h.lower().rstrip(".") for h in hosts}
+    unknown = wanted - {ep.host for ep in config.endpoints}
+    if unknown:
+        raise UsageError(f"--only {sorted(unknown)[0]}: no endpoint of that name in "
+                         f"{config.path}")
+    return dataclasses.replace(
+        config, endpoints=tuple(ep for ep in config.endpoints if ep.host in wanted))
 
 
 def _progress(reports: list[SlotReport], wake: datetime) -> None:

@@ -19,6 +19,7 @@ instant leaves a state from which the next run resumes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rollover import machine as m
-from rollover import tlsa
+from rollover import registry, spool, tlsa
 from rollover.config import Config, EndpointConfig
 from rollover.edges import (  # re-exported: plugins import the edge types from here too
     CertSource,
@@ -82,7 +83,17 @@ class _Slot:
         self.report = SlotReport(self.slot, self.st, reason, action, wake_at, self.done, error)
 
 
-def policy_for(endpoint: EndpointConfig) -> m.Policy:
+def config_id(config: Config) -> str:
+    """A digest of the configuration file: a slot stopped by an error that cannot heal resumes
+    when the operator changes the file."""
+    try:
+        data = config.path.read_bytes()
+    except OSError:
+        return ""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def policy_for(endpoint: EndpointConfig, config_digest: str = "") -> m.Policy:
     p = endpoint.policy
     return m.Policy(
         ttl=endpoint.ttl,
@@ -95,7 +106,20 @@ def policy_for(endpoint: EndpointConfig) -> m.Policy:
         scheme=endpoint.scheme.value,
         issuer_pins=frozenset(endpoint.issuer_pins),
         max_records=endpoint.max_records,
+        config_id=config_digest,
+        external_source=_external(endpoint),
     )
+
+
+def _external(endpoint: EndpointConfig) -> str:
+    """Who decides the key when the source is external (certbot, files); "" for ACME."""
+    if endpoint.certificate is None:
+        return ""
+    try:
+        plugin = registry.find("source", endpoint.certificate.source)
+    except registry.PluginError:
+        return ""  # refused when the config loaded; nothing to build here
+    return str(getattr(plugin, "EXTERNAL", ""))
 
 
 class Engine:
@@ -103,6 +127,7 @@ class Engine:
         self.config = config
         self.edges = edges
         self.clock = edges.clock
+        self.config_id = config_id(config)
         self._zones: dict[str, str] = {}
         self._zone_errors: dict[str, ObserveError] = {}
 
@@ -207,6 +232,7 @@ class Engine:
         self,
         *,
         roll: bool = False,
+        resume: bool = False,
         wait: bool = False,
         max_wait: float = 86400.0,
         progress: Callable[[list[SlotReport], datetime], None] | None = None,
@@ -216,18 +242,23 @@ class Engine:
         with self.edges.store.lock():
             doc = self._load()
             self._check_providers()
-            if roll:
-                asked = False
-                for _, slot in self.slots():
-                    st = self._slot_state(doc, slot)
-                    if not st.roll_requested:
-                        doc["slots"][slot.key] = m.slot_to_dict(m.request_roll(st))
-                        asked = True
-                if asked:
-                    self.edges.store.save(doc)
+            changed = False  # the operator's asks, all in one write
+            for _, slot in self.slots():
+                st = new = self._slot_state(doc, slot)
+                if resume and st.stopped is not None:
+                    log.info("%s: resumed by the operator (was stopped: %s)", slot, st.stopped)
+                    new = m.resume(new)
+                if roll and not new.roll_requested:
+                    new = m.request_roll(new)
+                if new is not st:
+                    doc["slots"][slot.key] = m.slot_to_dict(new)
+                    changed = True
+            if changed:
+                self.edges.store.save(doc)
             deadline = self.clock.now() + timedelta(seconds=max_wait)
             conflicts = 0
             while True:
+                self._pick_up_spool(doc)
                 try:
                     reports = self._rounds(doc, REAL, REAL_BATCH, persist=True)
                 except StateConflict:
@@ -249,6 +280,19 @@ class Engine:
                 if progress is not None:
                     progress(reports, wake)
                 self.clock.sleep(max(0.05, (wake - now).total_seconds()))
+
+    def _pick_up_spool(self, doc: dict[str, Any]) -> None:
+        """What deploy hooks left while no run held the lock (or while this one did): the
+        slots of those endpoints look at their source on their next step."""
+        spooled = spool.read(self.edges.store.state_dir)
+        for ep, slot in self.slots():
+            entry = spooled.get(str(ep.endpoint))
+            if entry is not None:
+                log.info("%s: %s", slot, entry.describe())
+                self._save(doc, m.source_changed(self._slot_state(doc, slot)))
+        for ep in self.config.endpoints:
+            if str(ep.endpoint) in spooled:
+                spool.remove(self.edges.store.state_dir, spooled[str(ep.endpoint)])
 
     def _check_providers(self) -> None:
         """Read one RRset per provider and zone before changing anything, so bad credentials
@@ -272,7 +316,8 @@ class Engine:
         doc = self._load()
         reports = self._rounds(doc, DRY, DRY_BATCH, persist=False)
         for report in reports:
-            report.error = report.error or self._key_problem(report.state)
+            stored = self._slot_state(doc, report.slot)  # keys a dry run "staged" have no file
+            report.error = report.error or self._key_problem(stored)
         return reports
 
     def status(self, observe: bool = True) -> list[SlotReport]:
@@ -291,11 +336,13 @@ class Engine:
                     reports.append(SlotReport(slot, st, f"cannot observe: {got}", error=str(got)))
                     continue
                 obs = got
-            r = m.step(st, obs, policy_for(ep), self.clock.now())
+            r = m.step(st, obs, policy_for(ep, self.config_id), self.clock.now())
             report = SlotReport(slot, r.state, r.reason,
                                 r.action.describe() if r.action else None, r.wake_at)
             if observe and self.edges.prober is not None and ep.certificate is not None:
                 report.live = self._live(ep, r.state)
+            if r.state.stopped is not None:
+                report.error = report.error or r.reason
             report.error = report.error or self._key_problem(st)
             reports.append(report)
         return reports
@@ -384,7 +431,7 @@ class Engine:
         outcome leaves the observation valid. Returns the step whose action waits for the
         batch, or None when the slot needs a fresh observation; else the slot is finished
         (`s.report`)."""
-        policy = policy_for(s.ep)
+        policy = policy_for(s.ep, self.config_id)
         would = "" if persist else "would "
         observation: Observation | None = obs
         while True:
@@ -405,7 +452,8 @@ class Engine:
                 log.info("%s: %s", s.slot, result.reason)
                 st = s.st
                 blind = st.phase == m.Phase.NEW and not st.live_checked and st.last_error
-                s.finish(result.reason, None, result.wake_at, result.reason if blind else None)
+                s.finish(result.reason, None, result.wake_at,
+                         result.reason if blind or st.stopped else None)
                 return result
             action = result.action
             s.actions += 1
@@ -418,7 +466,10 @@ class Engine:
                 s.done.append(f"would {action.describe()} {stop}")
                 s.finish(f"then: {result.reason}")
                 return result
-            except (ProviderError, ObserveError, StateError) as exc:
+            except ProviderError as exc:
+                self._provider_failed(s, action, exc, policy, persist)
+                return result
+            except (ObserveError, StateError) as exc:
                 # Nothing was recorded for the action: the next run starts it again.
                 s.finish(f"{action.describe()} failed: {exc}", error=str(exc))
                 return result
@@ -436,6 +487,10 @@ class Engine:
             s.finish("then: every server must serve the records, continuously, for "
                      f"{m.required_wait(s.st, policy)[1]}")
             return False
+        if isinstance(event, m.CertAwaited) and event.problem:
+            log.warning("%s: %s", s.slot, event.problem)
+            s.finish(f"certificate source: {event.problem}", error=event.problem)
+            return False
         if isinstance(event, m.LiveUnseen):
             # Nothing else can progress for this slot until the look succeeds: say so with a
             # non-zero exit rather than wait quietly.
@@ -446,6 +501,18 @@ class Engine:
             return False
         return True
 
+    def _provider_failed(self, s: _Slot, action: m.Action, exc: ProviderError,
+                         policy: m.Policy, persist: bool) -> None:
+        if exc.permanent and persist:
+            # Retrying cannot heal this: stop the slot (status says why) rather than try again
+            # on every run.
+            s.st = m.apply(s.st, m.Stopped(self.clock.now(), str(exc)), policy, self.clock.now())
+            s.dirty = True
+            log.error("%s: stopped: %s", s.slot, exc)
+        # Otherwise nothing was recorded for the action: the next run starts it again.
+        would = "" if persist else "would "
+        s.finish(f"{would}{action.describe()} failed: {exc}", error=str(exc))
+
     def _batch(self, execute: BatchExecutor, items: list[tuple[_Slot, m.Action, m.StepResult]],
                persist: bool) -> list[_Slot]:
         """Execute one kind of action for many slots together; the slots to look at again."""
@@ -455,9 +522,12 @@ class Engine:
             if isinstance(outcome, Unknowable):
                 s.done.append(f"would {action.describe()} {outcome}")
                 s.finish(f"then: {result.reason}")
-            elif isinstance(outcome, Exception):  # ProviderError, ObserveError, StateError
+            elif isinstance(outcome, ProviderError):
+                self._provider_failed(s, action, outcome, policy_for(s.ep, self.config_id),
+                                      persist)
+            elif isinstance(outcome, Exception):  # ObserveError, StateError
                 s.finish(f"{action.describe()} failed: {outcome}", error=str(outcome))
-            elif self._applied(s, action, outcome, policy_for(s.ep), persist):
+            elif self._applied(s, action, outcome, policy_for(s.ep, self.config_id), persist):
                 again.append(s)
         return again
 

@@ -6,14 +6,16 @@ presents); these functions only decide, so they are unit-tested without any serv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from cryptography import x509
 
 from rollover import tlsa
-from rollover.edges import Verifier
 from rollover.model import Observation, PresentedChain
+
+# RFC 7671 matching of a chain against an RRset: None, or why it does not match
+Verifier = Callable[[list[x509.Certificate], frozenset[str], str, datetime], str | None]
 
 
 def preflight(chain: list[x509.Certificate], obs: Observation, verify: Verifier, host: str,

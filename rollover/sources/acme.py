@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from rollover.clock import Clock
 from rollover.confcheck import Section
 from rollover.dns01 import ProviderDns01
-from rollover.engine import IssuedCert
+from rollover.edges import IssuedCert
 from rollover.issue import AcmeIssuer, RenewalWindow
 from rollover.model import SlotId
 from rollover.observe import Observer

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 
-from rollover import argtypes, report
+from rollover import argtypes, logsetup, report
 from rollover.clock import Clock, SystemClock
-from rollover.config import Config, aggregate_warnings, load_config
-from rollover.display import printable
-from rollover.errors import ExitStatus, UsageError
-from rollover.report import SlotReport
+from rollover.config import Config, load_config
+from rollover.errors import ExitStatus, RolloverError, UsageError
+from rollover.nagios import days_threshold, plugin_output
+from rollover.progress_view import LiveView, PlainLines
 from rollover.wiring import build_engine
 
 DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"
+log = logging.getLogger("rollover")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,19 +46,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="one line, exit 0 OK / 1 WARNING / 2 CRITICAL / 3 UNKNOWN")
         parser.add_argument("--no-observe", action="store_true",
                             help="show the stored state only; ask no nameserver")
+        parser.add_argument("-w", "--warning", type=days_threshold, default=21.0,
+                            metavar="DAYS", help="--nagios: warn when a certificate expires "
+                                                 "within DAYS (default 21)")
+        parser.add_argument("--critical", type=days_threshold, default=7.0, metavar="DAYS",
+                            help="--nagios: critical within DAYS (default 7; -c is --config)")
+        parser.add_argument("--prometheus", metavar="FILE", type=argtypes.path,
+                            help="also write Prometheus metrics to FILE (textfile collector; "
+                                 "atomic)")
 
 
 def load(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     path = args.config or env.get("ROLLOVER_CONFIG") or DEFAULT_CONFIG
     config = load_config(Path(path))
-    for warning in aggregate_warnings(config.warnings):
-        print(f"rollover: warning: {warning}", file=sys.stderr)
+    for warning in logsetup.aggregate(config.warnings):  # one line per advice
+        log.warning("warning: %s", warning)
     if args.state_dir is not None:
         config = dataclasses.replace(config, state_dir=Path(args.state_dir))
     return config
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = None) -> int:
+    if args.command == "status" and args.nagios:
+        try:
+            return _run(args, env, clock)
+        except RolloverError as exc:  # a plugin that cannot tell says UNKNOWN, in one line
+            print(plugin_output("ROLLOVER", ExitStatus.UNKNOWN, str(exc).split("\n")[0], ()))
+            return ExitStatus.UNKNOWN
+    return _run(args, env, clock)
+
+
+def _run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
     config = load(args, env)
     command = args.command
@@ -65,10 +84,17 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = 
         if args.only:
             config = only(config, args.only)
         engine = build_engine(config, clock)
-        progress = _progress if sys.stderr.isatty() else _progress_lines
-        reports = engine.run(roll=args.roll, resume=args.resume, wait=args.wait,
-                             max_wait=args.max_wait, progress=progress)
-        print(report.text(reports, clock.now()))
+        quiet = getattr(args, "quiet", False)
+        view = (None if quiet else LiveView(sys.stderr, clock) if sys.stderr.isatty()
+                else PlainLines(sys.stderr))
+        try:
+            reports = engine.run(roll=args.roll, resume=args.resume, wait=args.wait,
+                                 max_wait=args.max_wait, progress=view)
+        finally:
+            if view is not None:
+                view.close()
+        if not quiet or any(r.done or r.error for r in reports):  # cron: only on a change
+            print(report.text(reports, clock.now()))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
     engine = build_engine(config, clock, with_certs=False, create_state=False)
     if command == "plan" or not getattr(args, "no_observe", False):
@@ -85,8 +111,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = 
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
     reports = engine.status(observe=not args.no_observe)
     now = clock.now()
+    if args.prometheus:
+        from rollover.metrics import write_status
+
+        write_status(reports, now, args.prometheus)
     if args.nagios:
-        status, line = report.nagios(reports, now)
+        status, line = report.nagios(reports, now, args.warning, args.critical)
         print(line)
         return status
     print(report.to_json(reports, now) if args.json else report.text(reports, now))
@@ -102,17 +132,3 @@ def only(config: Config, hosts: list[str]) -> Config:
                          f"{config.path}")
     return dataclasses.replace(
         config, endpoints=tuple(ep for ep in config.endpoints if ep.host in wanted))
-
-
-def _progress(reports: list[SlotReport], wake: datetime) -> None:
-    now = SystemClock().now()
-    waiting = "; ".join(f"{r.slot}: {r.reason}" for r in reports if r.wake_at)
-    left = max(0.0, (wake - now).total_seconds())
-    sys.stderr.write(f"\r\033[K[{left:5.1f}s] {printable(waiting[:150])}")
-    sys.stderr.flush()
-
-
-def _progress_lines(reports: list[SlotReport], wake: datetime) -> None:
-    for r in reports:
-        if r.wake_at:
-            print(printable(f"rollover: {r.slot}: {r.reason}"), file=sys.stderr)

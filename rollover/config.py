@@ -16,7 +16,7 @@ Secrets never live here: a plugin keeps the *path* of a secret, checked to exist
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -731,6 +731,11 @@ class _Builder:
         ic = installers.get(ep.installer or "")
         if ic is None:
             return
+        # a server that cannot serve these slots (Dovecot: at most one RSA + one ECDSA)
+        problem = getattr(ic.options, "slots_problem", None)
+        why = problem(ep.algorithms) if callable(problem) else None
+        if why:
+            sec.bad("installer", f"{ic.name}: {why}")
         for slot in ep.slots():
             for name in ic.file_names(slot):
                 first = owners.setdefault((ic.name, name), (ep, slot))
@@ -763,37 +768,3 @@ class _Builder:
                 )
 
 
-
-_ENDPOINT_INDEX = re.compile(r"^(?P<where>.*?:(?P<line>\d+)): endpoints\[\d+\]\.(?P<rest>.*)$")
-
-
-def aggregate_warnings(warnings: Sequence[str]) -> list[str]:
-    """One line per piece of advice: the same endpoint warning for many endpoints ("TLSA TTL 3
-    is outside ...") is said once, with how many more endpoints it concerns and their lines."""
-    groups: dict[str, list[tuple[str, str]]] = {}
-    out: list[str | tuple[str, str]] = []
-    for w in warnings:
-        found = _ENDPOINT_INDEX.match(w)
-        if found is None:
-            out.append(w)
-            continue
-        rest = found.group("rest")
-        if rest not in groups:
-            groups[rest] = []
-            out.append((rest, w))
-        groups[rest].append((found.group("line"), w))
-    lines: list[str] = []
-    for item in out:
-        if isinstance(item, str):
-            lines.append(item)
-            continue
-        rest, first = item
-        more = groups[rest][1:]
-        if not more:
-            lines.append(first)
-            continue
-        shown_lines = ", ".join(line for line, _w in more[:5])
-        etc = ", ..." if len(more) > 5 else ""
-        noun = "endpoint" if len(more) == 1 else "endpoints"
-        lines.append(f"{first} (the same for {len(more)} more {noun}: lines {shown_lines}{etc})")
-    return lines

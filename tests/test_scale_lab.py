@@ -195,4 +195,4 @@ def test_one_warning_line_for_advice_that_concerns_every_endpoint(
     assert main(["plan", "--config", str(cfg)]) in (0, 2)
     err = capsys.readouterr().err
     ttl = [ln for ln in err.splitlines() if "TLSA TTL" in ln]
-    assert len(ttl) == 1 and "the same for 6 more endpoints" in ttl[0]
+    assert len(ttl) == 1 and "and 6 more" in ttl[0]

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-from rollover import __version__
+from rollover import __version__, logsetup
 from rollover.display import clip, printable
 from rollover.errors import ExitStatus, RolloverError
 
@@ -55,6 +54,12 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rollover {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log lines on stderr as text (default) or one JSON object each")
+    parser.add_argument("--syslog", action="store_true",
+                        help="also log to syslog (facility mail)")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="for cron: print only when something changed or failed")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     wanted = next((a for a in argv if a in COMMANDS), None)
     for name, (module_name, help_text) in COMMANDS.items():
@@ -77,6 +82,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        argv = hoist(argv)
         parser = build_parser(argv)
         try:
             args = parser.parse_args(argv)
@@ -85,7 +91,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return ExitStatus.USAGE
         except SystemExit as exc:  # --help / --version
             return int(exc.code or 0)
-        _setup_logging(args.verbose)
+        logsetup.configure(args.verbose, args.log_format, args.syslog, args.quiet)
         if not args.command:
             print(f"rollover: error: no COMMAND given (one of {', '.join(COMMANDS)}); "
                   "rollover --help tells more", file=sys.stderr)
@@ -105,9 +111,28 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return ExitStatus.INTERRUPTED
 
 
-def _setup_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="rollover: %(message)s", stream=sys.stderr, force=True)
+_GLOBAL_FLAGS = ("--version", "-h", "--help", "--verbose", "--syslog", "--quiet", "-q")
+
+
+def hoist(argv: Sequence[str]) -> list[str]:
+    """Options typed before the command that belong to it (`rollover --config X run`) go after
+    the command name; the parser's own options stay in front."""
+    head: list[str] = []
+    moved: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in COMMANDS:
+            return [*head, arg, *moved, *argv[i + 1:]]
+        if arg == "--log-format":
+            head += argv[i:i + 2]
+            i += 2
+            continue
+        is_global = arg in _GLOBAL_FLAGS or arg.startswith("--log-format=") or (
+            len(arg) > 1 and arg.startswith("-") and set(arg[1:]) == {"v"})
+        (head if is_global else moved).append(arg)
+        i += 1
+    return list(argv)
 
 
 def entry() -> NoReturn:

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from rollover import argtypes, report
+from rollover import argtypes, logsetup, report
 from rollover.clock import Clock, SystemClock
 from rollover.config import Config, load_config
-from rollover.errors import ExitStatus, RolloverError
+from rollover.errors import ExitStatus, RolloverError, UsageError
 from rollover.nagios import days_threshold, plugin_output
 from rollover.progress_view import LiveView, PlainLines
 from rollover.wiring import build_engine
 
 DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"
+log = logging.getLogger("rollover")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--max-wait", type=argtypes.seconds(366 * 86400, zero=True),
                             default=86400.0, metavar="SECONDS",
                             help="with --wait: give up waiting after this long (default 1 day)")
+        parser.add_argument("--only", action="append", metavar="HOST",
+                            help="advance only the endpoints of HOST (repeatable)")
     if command in ("status", "plan"):
         parser.add_argument("--json", action="store_true", help="machine-readable output")
     if command == "status":
@@ -55,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     path = args.config or env.get("ROLLOVER_CONFIG") or DEFAULT_CONFIG
     config = load_config(Path(path))
-    for warning in config.warnings:
-        print(f"rollover: warning: {warning}", file=sys.stderr)
+    for warning in logsetup.aggregate(config.warnings):  # one line per advice
+        log.warning("warning: %s", warning)
     if args.state_dir is not None:
         config = dataclasses.replace(config, state_dir=Path(args.state_dir))
     return config
@@ -77,14 +81,20 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None =
     config = load(args, env)
     command = args.command
     if command == "run":
+        if args.only:
+            config = only(config, args.only)
         engine = build_engine(config, clock)
-        view = LiveView(sys.stderr, clock) if sys.stderr.isatty() else PlainLines(sys.stderr)
+        quiet = getattr(args, "quiet", False)
+        view = (None if quiet else LiveView(sys.stderr, clock) if sys.stderr.isatty()
+                else PlainLines(sys.stderr))
         try:
             reports = engine.run(roll=args.roll, resume=args.resume, wait=args.wait,
                                  max_wait=args.max_wait, progress=view)
         finally:
-            view.close()
-        print(report.text(reports, clock.now()))
+            if view is not None:
+                view.close()
+        if not quiet or any(r.done or r.error for r in reports):  # cron: only on a change
+            print(report.text(reports, clock.now()))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
     engine = build_engine(config, clock, with_certs=False, create_state=False)
     if command == "plan" or not getattr(args, "no_observe", False):
@@ -111,3 +121,14 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None =
         return status
     print(report.to_json(reports, now) if args.json else report.text(reports, now))
     return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
+
+
+def only(config: Config, hosts: list[str]) -> Config:
+    """The config reduced to the endpoints of `hosts` (the other slots' state stays as is)."""
+    wanted = {h.lower().rstrip(".") for h in hosts}
+    unknown = wanted - {ep.host for ep in config.endpoints}
+    if unknown:
+        raise UsageError(f"--only {sorted(unknown)[0]}: no endpoint of that name in "
+                         f"{config.path}")
+    return dataclasses.replace(
+        config, endpoints=tuple(ep for ep in config.endpoints if ep.host in wanted))

@@ -728,6 +728,11 @@ class _Builder:
         ic = installers.get(ep.installer or "")
         if ic is None:
             return
+        # a server that cannot serve these slots (Dovecot: at most one RSA + one ECDSA)
+        problem = getattr(ic.options, "slots_problem", None)
+        why = problem(ep.algorithms) if callable(problem) else None
+        if why:
+            sec.bad("installer", f"{ic.name}: {why}")
         for slot in ep.slots():
             for name in ic.file_names(slot):
                 first = owners.setdefault((ic.name, name), (ep, slot))

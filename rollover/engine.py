@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rollover import machine as m
-from rollover import tlsa
+from rollover import registry, spool, tlsa
 from rollover.config import Config, EndpointConfig
 from rollover.edges import (  # re-exported: plugins import the edge types from here too
     CertSource,
@@ -63,7 +63,19 @@ def policy_for(endpoint: EndpointConfig, config_digest: str = "") -> m.Policy:
         issuer_pins=frozenset(endpoint.issuer_pins),
         max_records=endpoint.max_records,
         config_id=config_digest,
+        external_source=_external(endpoint),
     )
+
+
+def _external(endpoint: EndpointConfig) -> str:
+    """Who decides the key when the source is external (certbot, files); "" for ACME."""
+    if endpoint.certificate is None:
+        return ""
+    try:
+        plugin = registry.find("source", endpoint.certificate.source)
+    except registry.PluginError:
+        return ""  # refused when the config loaded; nothing to build here
+    return str(getattr(plugin, "EXTERNAL", ""))
 
 
 class Engine:
@@ -147,6 +159,7 @@ class Engine:
                     self._save(doc, m.request_roll(st))
             deadline = self.clock.now() + timedelta(seconds=max_wait)
             while True:
+                self._pick_up_spool(doc)
                 reports = [self._advance(doc, ep, slot, REAL) for ep, slot in self.slots()]
                 now = self.clock.now()
                 wakes = [r.wake_at for r in reports if r.wake_at is not None]
@@ -158,6 +171,19 @@ class Engine:
                 if progress is not None:
                     progress(reports, wake)
                 self.clock.sleep(max(0.05, (wake - now).total_seconds()))
+
+    def _pick_up_spool(self, doc: dict[str, Any]) -> None:
+        """What deploy hooks left while no run held the lock (or while this one did): the
+        slots of those endpoints look at their source on their next step."""
+        spooled = spool.read(self.edges.store.state_dir)
+        for ep, slot in self.slots():
+            entry = spooled.get(str(ep.endpoint))
+            if entry is not None:
+                log.info("%s: %s", slot, entry.describe())
+                self._save(doc, m.source_changed(self._slot_state(doc, slot)))
+        for ep in self.config.endpoints:
+            if str(ep.endpoint) in spooled:
+                spool.remove(self.edges.store.state_dir, spooled[str(ep.endpoint)])
 
     def _check_providers(self) -> None:
         """Read each endpoint's RRset through its provider before changing anything, so bad
@@ -302,6 +328,10 @@ class Engine:
                 return SlotReport(slot, st, "then: every server must serve the records, "
                                   f"continuously, for {m.required_wait(st, policy)[1]}",
                                   None, None, done)
+            if isinstance(event, m.CertAwaited) and event.problem:
+                log.warning("%s: %s", slot, event.problem)
+                return SlotReport(slot, st, f"certificate source: {event.problem}", None, None,
+                                  done, event.problem)
             if isinstance(event, m.LiveUnseen):
                 # Nothing else can progress for this slot until the look succeeds: say so
                 # with a non-zero exit rather than wait quietly.

@@ -26,7 +26,7 @@ from rollover.errors import AcmeError, InstallError, ProviderError, StateError
 from rollover.issuers import IssuerError, issuer_chain
 from rollover.model import Observation, Scheme
 from rollover.providers.base import Change
-from rollover.sources import CertSourceError
+from rollover.sources import CertSourceError, ExternalCert, NoCertYet
 
 log = logging.getLogger("rollover.engine")
 
@@ -213,6 +213,59 @@ def drop_key(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
     return m.KeyDropped(ctx.clock.now(), action.key_id)
 
 
+def _snapshot(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState
+              ) -> ExternalCert | m.CertAwaited:
+    """The external source's newest snapshot, or why there is nothing to take."""
+    now = ctx.clock.now()
+    source = ctx.edges.certs.get(str(ep.endpoint))
+    latest = getattr(source, "latest", None)
+    if source is None or not callable(latest):
+        return m.CertAwaited(now, "the certificate source is not an external one")
+    try:
+        snap: ExternalCert = latest(st.slot)
+    except NoCertYet as exc:
+        log.info("%s: %s", st.slot, exc)
+        return m.CertAwaited(now)
+    except CertSourceError as exc:
+        return m.CertAwaited(now, str(exc))
+    if snap.serial in {c.serial for c in (st.installed, st.pending) if c is not None}:
+        return m.CertAwaited(now)
+    return snap
+
+
+def take_cert(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
+              action: m.TakeCert) -> m.Event:
+    """An external source's newest certificate, if rollover has not seen it: its key is copied
+    into the state dir (the installer reads it there; the source's files are never written),
+    the chain stored like an ordered one."""
+    snap = _snapshot(ctx, ep, st)
+    if isinstance(snap, m.CertAwaited):
+        return snap
+    now = ctx.clock.now()
+    known = next((k for k in st.keys if k.spki_sha256 == snap.spki_sha256), None)
+    key_id = known.key_id if known else action.key_id
+    store = ctx.edges.store
+    if not store.has_key(key_id):
+        store.write_key(key_id, snap.key_pem)
+    elif known is None and store.read_key(key_id) != snap.key_pem:
+        # a take that crashed wrote this id for a key the source has replaced since
+        store.delete_key(key_id)
+        store.write_key(key_id, snap.key_pem)
+    chain_pem, issuers = snap.chain_pem, tuple[str, ...]()
+    if ep.scheme == Scheme.CURRENT_ISSUER:
+        try:
+            chain_pem, issuers = issuer_chain(snap.chain_pem, ep)
+        except IssuerError as exc:
+            return m.CertAwaited(now, f"{st.slot}: {exc}")
+    rel = f"certs/{st.slot.key.replace(':', '_')}-{snap.serial}.pem"
+    store.write_file(rel, chain_pem, 0o644)
+    log.info("%s: took certificate %s (key %s%s)", st.slot, snap.serial, key_id,
+             "" if known else ", new")
+    return m.CertTaken(now, key_id, snap.spki_sha256,
+                       m.CertInfo(key_id, snap.serial, snap.not_after, now, rel,
+                                  issuers=issuers))
+
+
 REAL: dict[type[m.Action], Executor] = {
     m.StageKey: stage_key,
     m.Publish: publish,
@@ -223,6 +276,7 @@ REAL: dict[type[m.Action], Executor] = {
     m.InspectLive: inspect_live,
     m.Rollback: rollback,
     m.DropKey: drop_key,
+    m.TakeCert: take_cert,
 }
 
 
@@ -272,6 +326,16 @@ def _dry_install(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
     raise Unknowable(f"{into}: the pre-flight passes now; the post-flight decides the rest")
 
 
+def _dry_take(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
+              action: m.TakeCert) -> m.Event:
+    snap = _snapshot(ctx, ep, st)  # reads the source's files only
+    if isinstance(snap, m.CertAwaited):
+        return snap
+    known = any(k.spki_sha256 == snap.spki_sha256 for k in st.keys)
+    raise Unknowable(f"from {_source_name(ctx, ep)}: certificate {snap.serial} for "
+                     f"{'the same' if known else 'a new'} key 3 1 1 {snap.spki_sha256[:12]}…")
+
+
 def _dry_stop(what: str) -> Executor:
     def executor(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState, action: Any) -> m.Event:
         raise Unknowable(what)
@@ -288,4 +352,5 @@ DRY: dict[type[m.Action], Executor] = {
     m.RefreshAri: _dry_stop("the CA's answer decides the renewal time"),
     m.Rollback: _dry_stop("the installer restores the previous files"),
     m.DropKey: _dry_stop("the key file is deleted (or archived)"),
+    m.TakeCert: _dry_take,
 }

@@ -1,4 +1,8 @@
-"""Live STARTTLS probe: which certificate chain does an SMTP server present, per key algorithm?
+"""Live TLS probe: which certificate chain does a mail server present, per key algorithm?
+
+The dialogue before TLS follows the port (`dialect_for_port`): SMTP STARTTLS (25, 587 and any
+port not listed), IMAP STARTTLS (143), POP3 STLS (110), or implicit TLS from the first byte
+(465 submissions, 993 imaps, 995 pop3s).
 
 Python 3.11's `ssl` cannot return the peer's chain, so the TLS side is pyOpenSSL. To see one
 algorithm's certificate the client offers only that algorithm:
@@ -36,6 +40,10 @@ from rollover.config import EndpointConfig
 from rollover.model import Algorithm, PresentedChain, SlotId
 
 TlsVersion = Literal["1.2", "1.3"]
+Dialect = Literal["smtp", "imap", "pop3", "implicit"]
+# ports whose TLS does not start with SMTP's STARTTLS
+_PORT_DIALECTS: dict[int, Dialect] = {143: "imap", 110: "pop3", 465: "implicit",
+                                      993: "implicit", 995: "implicit"}
 EHLO_NAME = "rollover.invalid"
 MAX_REPLY = 64 * 1024
 
@@ -149,6 +157,68 @@ def _smtp_starttls(sock: socket.socket) -> None:
         )
 
 
+def _read_line(sock: socket.socket, step: str) -> str:
+    """One CRLF line of an IMAP/POP3 dialogue."""
+    buf = b""
+    while b"\n" not in buf:
+        try:
+            chunk = sock.recv(1)  # byte by byte: nothing after the line may be consumed
+        except TimeoutError:
+            raise ProbeFailure(f"timed out waiting for the {step} reply") from None
+        if not chunk:
+            raise ProbeFailure(f"connection closed by the server before the {step} reply")
+        buf += chunk
+        if len(buf) > MAX_REPLY:
+            raise ProbeFailure(f"{step} reply longer than {MAX_REPLY} bytes")
+    return buf.decode("ascii", "replace").rstrip("\r\n")
+
+
+def _imap_starttls(sock: socket.socket) -> None:
+    greeting = _read_line(sock, "IMAP greeting")
+    if not greeting.upper().startswith("* OK"):
+        raise ProbeFailure(f"IMAP greeting is not * OK: {greeting[:80]!r}")
+    # a capability list in the greeting saves a round trip; else ask for it
+    caps = greeting.upper()
+    if "[CAPABILITY" not in caps:
+        sock.sendall(b"r1 CAPABILITY\r\n")
+        while True:
+            line = _read_line(sock, "CAPABILITY")
+            if line.upper().startswith("* CAPABILITY"):
+                caps = line.upper()
+            elif line.startswith("r1 "):
+                break
+    if "STARTTLS" not in caps.replace("]", " ").split():
+        raise ProbeFailure("no STARTTLS: the IMAP server does not advertise STARTTLS")
+    sock.sendall(b"r2 STARTTLS\r\n")
+    while True:
+        line = _read_line(sock, "STARTTLS")
+        if line.startswith("r2 "):
+            break
+    if not line.upper().startswith("R2 OK"):
+        raise ProbeFailure(f"STARTTLS refused: {line[3:83]}")
+
+
+def _pop3_stls(sock: socket.socket) -> None:
+    greeting = _read_line(sock, "POP3 greeting")
+    if not greeting.startswith("+OK"):
+        raise ProbeFailure(f"POP3 greeting is not +OK: {greeting[:80]!r}")
+    sock.sendall(b"STLS\r\n")
+    line = _read_line(sock, "STLS")
+    if not line.startswith("+OK"):
+        raise ProbeFailure(f"STLS refused: {line[:80]}")
+
+
+def dialect_for_port(port: int) -> Dialect:
+    """How TLS starts on `port`: SMTP STARTTLS unless the port is a known IMAP/POP3/implicit
+    one."""
+    return _PORT_DIALECTS.get(port, "smtp")
+
+
+_STARTTLS: dict[Dialect, Callable[[socket.socket], None] | None] = {
+    "smtp": _smtp_starttls, "imap": _imap_starttls, "pop3": _pop3_stls, "implicit": None,
+}
+
+
 # --------------------------------------------------------------------------- TLS
 
 
@@ -240,10 +310,13 @@ def _family(algorithm: Algorithm | None) -> str | None:
 
 
 def probe_tls(address: str, port: int, algorithm: Algorithm | str, host: str,
-              timeout: float = 10.0, tls: TlsVersion = "1.2") -> Probe:
-    """STARTTLS to `address` (an IPv4 or IPv6 literal) and return what it presents when the
-    client offers only `algorithm`. Never raises for network or TLS trouble: `error` says why."""
+              timeout: float = 10.0, tls: TlsVersion = "1.2",
+              dialect: Dialect | None = None) -> Probe:
+    """TLS to `address` (an IPv4 or IPv6 literal; STARTTLS first unless the port, or `dialect`,
+    says implicit TLS) and return what it presents when the client offers only `algorithm`.
+    Never raises for network or TLS trouble: `error` says why."""
     alg = Algorithm(algorithm)
+    starttls = _STARTTLS[dialect or dialect_for_port(port)]
     try:
         ip = ipaddress.ip_address(address.strip().strip("[]"))
     except ValueError:
@@ -263,9 +336,11 @@ def probe_tls(address: str, port: int, algorithm: Algorithm | str, host: str,
         except OSError as exc:
             raise ProbeFailure(f"cannot connect: {exc.strerror or exc}") from None
         try:
-            _smtp_starttls(sock)
+            if starttls is not None:
+                starttls(sock)
         except OSError as exc:
-            raise ProbeFailure(f"SMTP dialogue failed: {exc.strerror or exc}") from None
+            what = (dialect or dialect_for_port(port)).upper()
+            raise ProbeFailure(f"{what} dialogue failed: {exc.strerror or exc}") from None
         chain, protocol, cipher = _tls(sock, alg, host, tls, timeout)
     except ProbeFailure as failure:
         return Probe(addr, port, alg, error=str(failure), nothing_served=failure.nothing_served)
@@ -283,9 +358,10 @@ def probe_tls(address: str, port: int, algorithm: Algorithm | str, host: str,
 
 
 def probe_chain(address: str, port: int, algorithm: Algorithm | str, host: str,
-                timeout: float = 10.0, tls: TlsVersion = "1.2") -> PresentedChain:
+                timeout: float = 10.0, tls: TlsVersion = "1.2",
+                dialect: Dialect | None = None) -> PresentedChain:
     """The engine's view of `probe_tls`: address, chain (leaf first) and error."""
-    return probe_tls(address, port, algorithm, host, timeout, tls).presented
+    return probe_tls(address, port, algorithm, host, timeout, tls, dialect).presented
 
 
 # --------------------------------------------------------------------------- addresses

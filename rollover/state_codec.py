@@ -257,6 +257,7 @@ SLOT = Table("slot", {
     "retry_at": F(timestamp, null=True),
     "last_error": F(text(4096), null=True),
     "observation": F(OBSERVATION, null=True),
+    "source_checked": F(timestamp, null=True),  # external certificate sources (certbot, files)
 })
 
 # --------------------------------------------------------------------------- validation

@@ -24,4 +24,4 @@ settings.register_profile("rollover", database=None, deadline=None)
 settings.load_profile("rollover")
 
 pytest_plugins = ["lab.dns_fixtures", "lab.app_fixtures", "lab.pdns_fixtures",
-                  "lab.zonefile_fixtures"]
+                  "lab.zonefile_fixtures", "lab.mta_fixtures"]

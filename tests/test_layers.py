@@ -9,12 +9,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 LAYERS: dict[str, tuple[str, ...]] = {
     "ground": ("model", "clock", "errors", "display", "argtypes", "fileio", "tlsa", "dnsquery",
-               "dnssec_check", "__init__", "__version__", "anchors", "nagios"),
-    "core": ("machine", "schemes", "dane", "flight", "hygiene"),
+               "dnssec_check", "logsetup", "__init__", "__version__"),
+    "core": ("machine", "schemes", "dane", "flight"),
     "config": ("confcheck", "registry", "config"),
-    "edges": ("state_codec", "state", "observe", "probe", "issue", "issuers", "dns01", "edges",
-              "report", "providers", "hooks", "sources", "dnssec_chain", "hostcheck",
-              "domaincheck", "check_output", "metrics", "progress_view"),
+    "edges": ("state_codec", "state", "observe", "probe", "mx", "issue", "issuers", "dns01",
+              "edges", "report", "providers", "hooks", "sources", "spool", "anchors",
+              "dnssec_chain", "hostcheck", "domaincheck", "hygiene", "metrics", "nagios",
+              "check_output", "progress_view"),
     "loop": ("executors", "engine", "wiring"),
     "face": ("cli", "cmd_*", "__main__"),
 }

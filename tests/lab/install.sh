@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Install the Debian packages the test lab needs (BIND, Knot, Pebble, Postfix, DNS/SMTP tools).
+# Install the Debian packages the test lab needs (BIND, Knot, Pebble, Postfix, Dovecot, DNS/SMTP
+# tools) and Exim. Exim's Debian packages conflict with postfix, so exim4-daemon-light (+ base,
+# config) is downloaded and unpacked into $EXIM_ROOT (default /opt/rollover-lab/exim4), never
+# installed; it needs libidn12 and a Debian-exim system user/group, which this script creates.
 #
 # Idempotent and fast when everything is present (one dpkg-query, no apt). Otherwise: one
 # `apt-get update`, one `apt-get install`, with postfix preseeded to "No configuration" and a
@@ -10,7 +13,10 @@ set -euo pipefail
 
 PACKAGES=(bind9 bind9-utils dnsutils knot knot-dnsutils pebble postfix ldnsutils swaks
           libnet-ssleay-perl iproute2 openssl
-          pdns-server pdns-backend-sqlite3 dns-root-data)
+          pdns-server pdns-backend-sqlite3 dns-root-data
+          dovecot-core dovecot-imapd libidn12)
+EXIM_DEBS=(exim4-daemon-light exim4-base exim4-config)
+EXIM_ROOT=${EXIM_ROOT:-/opt/rollover-lab/exim4}
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 
@@ -21,7 +27,8 @@ for pkg in "${PACKAGES[@]}"; do
     status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)
     [[ "$status" == ii* ]] || missing+=("$pkg")
 done
-if [[ ${#missing[@]} -eq 0 && -z "${ROLLOVER_LAB_FORCE_INSTALL:-}" ]]; then
+have_exim() { [[ -x "$EXIM_ROOT/usr/sbin/exim4" ]] && getent group Debian-exim >/dev/null; }
+if [[ ${#missing[@]} -eq 0 && -z "${ROLLOVER_LAB_FORCE_INSTALL:-}" ]] && have_exim; then
     echo "install.sh: all lab packages present"
     exit 0
 fi
@@ -62,6 +69,23 @@ export DEBIAN_FRONTEND=noninteractive
     --no-install-recommends --no-upgrade "${PACKAGES[@]}" \
     || die "apt-get install failed for: ${missing[*]}"
 
+# Exim: unpacked, not installed (the package would remove postfix). The daemon runs as
+# Debian-exim, as on Debian.
+if ! have_exim || [[ -n "${ROLLOVER_LAB_FORCE_INSTALL:-}" ]]; then
+    debs=$(mktemp -d)
+    chmod 0755 "$debs"  # apt-get download runs as _apt
+    (cd "$debs" && "${SUDO[@]}" apt-get download -q "${EXIM_DEBS[@]}") \
+        || die "apt-get download failed for: ${EXIM_DEBS[*]}"
+    "${SUDO[@]}" mkdir -p "$EXIM_ROOT"
+    for deb in "$debs"/*.deb; do "${SUDO[@]}" dpkg -x "$deb" "$EXIM_ROOT"; done
+    "${SUDO[@]}" rm -rf "$debs"
+    getent group Debian-exim >/dev/null || "${SUDO[@]}" groupadd --system Debian-exim
+    getent passwd Debian-exim >/dev/null || "${SUDO[@]}" useradd --system -g Debian-exim \
+        -d /var/spool/exim4 -s /usr/sbin/nologin Debian-exim
+    "$EXIM_ROOT/usr/sbin/exim4" -bV -C /dev/null >/dev/null 2>&1 \
+        || die "unpacked Exim in $EXIM_ROOT does not run (missing library?)"
+fi
+
 # Belt and braces: if a package still started its system daemon (no policy-rc.d honoured, or a
 # systemd that ignores it), stop exactly that system instance - never a lab's child process.
 stop_service() {
@@ -77,11 +101,12 @@ stop_pidfile() {
     pid=$(tr -dc '0-9' <"$pidfile")
     [[ -n "$pid" ]] && "${SUDO[@]}" kill -TERM "$pid" 2>/dev/null || true
 }
-for unit in named bind9 knot postfix pdns; do stop_service "$unit"; done
+for unit in named bind9 knot postfix pdns dovecot; do stop_service "$unit"; done
 stop_pidfile /run/named/named.pid
 stop_pidfile /run/knot/knot.pid
 stop_pidfile /var/spool/postfix/pid/master.pid
 stop_pidfile /run/pdns/pdns.pid
+stop_pidfile /run/dovecot/master.pid
 
 still=()
 for pkg in "${PACKAGES[@]}"; do
@@ -89,4 +114,5 @@ for pkg in "${PACKAGES[@]}"; do
     [[ "$status" == ii* ]] || still+=("$pkg")
 done
 [[ ${#still[@]} -eq 0 ]] || die "packages still not installed: ${still[*]}"
+have_exim || die "Exim is not unpacked in $EXIM_ROOT"
 echo "install.sh: done"

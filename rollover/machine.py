@@ -284,6 +284,7 @@ class RecordInfo:
     state: RecordState
     since: datetime
     kind: RecordKind = RecordKind.OWN
+    label: str | None = None  # issuer records: which certificate, at which depth of the chain
 
     @property
     def wanted(self) -> bool:
@@ -300,6 +301,7 @@ class CertInfo:
     renew_at: datetime | None = None  # from the CA's ARI window, if any
     ari_retry_after: datetime | None = None
     issuers: tuple[str, ...] = ()  # "2 1 1 ..." of the chain's chosen issuers (current+issuer)
+    issuer_names: tuple[str, ...] = ()  # for each: "root SUBJECT (depth N)", for people
 
 
 @dataclass
@@ -836,10 +838,13 @@ def _on_new(st: SlotState, policy: Policy, now: datetime) -> StepResult:
                     "their records are hidden", Move.PUBLISH)
 
 
-def _want(st: SlotState, rdata: str, now: datetime, key_id: str | None = None) -> None:
+def _want(st: SlotState, rdata: str, now: datetime, key_id: str | None = None,
+          cert: CertInfo | None = None) -> None:
     """Make sure `rdata` is among the records we publish (hidden until submitted)."""
     rec = next((r for r in st.records if r.rdata == rdata), None)
+    label = dict(zip(cert.issuers, cert.issuer_names, strict=False)).get(rdata) if cert else None
     if rec is not None and rec.state != RecordState.UNRETENTIVE:
+        rec.label = rec.label or label
         return
     if rec is not None:
         st.records.remove(rec)
@@ -847,7 +852,7 @@ def _want(st: SlotState, rdata: str, now: datetime, key_id: str | None = None) -
     if key_id is None and kind == RecordKind.OWN:
         key = next((k for k in st.keys if k.rdata == rdata), None)
         key_id = key.key_id if key else None
-    st.records.append(RecordInfo(rdata, key_id, RecordState.HIDDEN, now, kind))
+    st.records.append(RecordInfo(rdata, key_id, RecordState.HIDDEN, now, kind, label))
 
 
 def _publish(st: SlotState, policy: Policy, reason: str, transition: Move) -> StepResult:
@@ -996,7 +1001,7 @@ def _on_installing(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         missing = needed - st.wanted()
         if missing:
             for rdata in sorted(missing):
-                _want(st, rdata, now)
+                _want(st, rdata, now, cert=cert)
             if policy.external_source:
                 why = (f"{policy.external_source} made a new key ({cert.key_id}); its record "
                        "goes out first and the old certificate stays in service until it is "
@@ -1067,7 +1072,7 @@ def _on_active(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         missing, stale = needed - st.wanted(), _stale_issuers(st, policy)
         if missing or stale:
             for rdata in sorted(missing):
-                _want(st, rdata, now)
+                _want(st, rdata, now, cert=st.installed)
             for rec in stale:
                 rec.state, rec.since = RecordState.UNRETENTIVE, now
             return _publish(st, policy, f"the certificate in service needs {len(missing)} "
@@ -1132,7 +1137,7 @@ def _on_retiring(st: SlotState, policy: Policy, now: datetime) -> StepResult:
     if st.installed is not None:
         for rdata in sorted(scheme.needed(st, st.installed.key_id, st.installed,
                                           policy.issuer_pins)):
-            _want(st, rdata, now)
+            _want(st, rdata, now, cert=st.installed)
     previous = {k.key_id for k in st.keys if k.role == KeyRole.PREVIOUS}
     stale = {id(r) for r in _stale_issuers(st, policy)}
     for rec in st.records:
@@ -1197,7 +1202,7 @@ def _cert_to(c: CertInfo | None) -> dict[str, Any] | None:
     return {"key_id": c.key_id, "serial": c.serial, "not_after": _t(c.not_after),
             "issued_at": _t(c.issued_at), "chain_file": c.chain_file,
             "renew_at": _t(c.renew_at), "ari_retry_after": _t(c.ari_retry_after),
-            "issuers": list(c.issuers)}
+            "issuers": list(c.issuers), "issuer_names": list(c.issuer_names)}
 
 
 def _cert_from(d: dict[str, Any] | None) -> CertInfo | None:
@@ -1205,7 +1210,8 @@ def _cert_from(d: dict[str, Any] | None) -> CertInfo | None:
         return None
     return CertInfo(d["key_id"], d["serial"], parse_time(d["not_after"]),
                     parse_time(d["issued_at"]), d["chain_file"], _pt(d.get("renew_at")),
-                    _pt(d.get("ari_retry_after")), tuple(d.get("issuers", ())))
+                    _pt(d.get("ari_retry_after")), tuple(d.get("issuers", ())),
+                    tuple(d.get("issuer_names", ())))
 
 
 def slot_to_dict(st: SlotState) -> dict[str, Any]:
@@ -1216,7 +1222,8 @@ def slot_to_dict(st: SlotState) -> dict[str, Any]:
         "keys": [{"key_id": k.key_id, "role": k.role.value, "spki_sha256": k.spki_sha256,
                   "created": _t(k.created), "activated": _t(k.activated)} for k in st.keys],
         "records": [{"rdata": r.rdata, "key_id": r.key_id, "state": r.state.value,
-                     "since": _t(r.since), "kind": r.kind.value} for r in st.records],
+                     "since": _t(r.since), "kind": r.kind.value, "label": r.label}
+                    for r in st.records],
         "key_serial": st.key_serial,
         "submitted_at": _t(st.submitted_at),
         "agree_since": _t(st.agree_since),
@@ -1247,7 +1254,8 @@ def slot_from_dict(d: dict[str, Any]) -> SlotState:
         keys=[KeyInfo(k["key_id"], KeyRole(k["role"]), k["spki_sha256"], parse_time(k["created"]),
                       _pt(k.get("activated"))) for k in d.get("keys", ())],
         records=[RecordInfo(r["rdata"], r.get("key_id"), RecordState(r["state"]),
-                            parse_time(r["since"]), _kind(r)) for r in d.get("records", ())],
+                            parse_time(r["since"]), _kind(r), r.get("label"))
+                 for r in d.get("records", ())],
         key_serial=d.get("key_serial", 0),
         submitted_at=_pt(d.get("submitted_at")),
         agree_since=_pt(d.get("agree_since")),

@@ -70,8 +70,9 @@ def slot_text(r: SlotReport, now: datetime, *, heading: str = "next") -> list[st
     for k in st.keys:
         lines.append(f"  key {k.role.value:<8} {k.key_id}  3 1 1 {k.spki_sha256[:12]}…")
     for rec in st.records:
+        what = f"  ({printable(rec.label)})" if rec.label else ""
         lines.append(f"  record {_short(rec.rdata)}  {rec.state.value} since "
-                     f"{format_time(rec.since)}")
+                     f"{format_time(rec.since)}{what}")
     if st.installed is not None:
         c = st.installed
         lines.append(f"  certificate for {c.key_id}, serial {c.serial[:16]}, valid until "

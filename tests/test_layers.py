@@ -13,7 +13,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "core": ("machine", "schemes", "dane", "flight"),
     "config": ("confcheck", "registry", "config"),
     "edges": ("state_codec", "state", "observe", "probe", "mx", "issue", "issuers", "dns01",
-              "edges", "report", "providers", "hooks", "sources", "spool", "anchors",
+              "edges", "report", "providers", "hooks", "sources", "spool", "state_s3", "anchors",
               "dnssec_chain", "hostcheck", "domaincheck", "hygiene", "metrics", "nagios",
               "check_output", "progress_view"),
     "loop": ("executors", "engine", "wiring"),

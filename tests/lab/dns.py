@@ -48,7 +48,14 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
-from lab.dns_config import bind_primary_conf, bind_secondary_conf, knot_conf, parent_zone, zone_file
+from lab.dns_config import (
+    PARENT_KEY,
+    bind_primary_conf,
+    bind_secondary_conf,
+    knot_conf,
+    parent_zone,
+    zone_file,
+)
 from lab.proc import Daemon, LabError, LoopbackAddresses, lab_net, wait_for
 
 ServerKind = Literal["bind-primary", "bind-secondary", "knot-secondary", "bind-parent"]
@@ -103,6 +110,7 @@ class DnsLab:
         self.parent = Server("ns.test.", f"{self.net}.10", "bind-parent")
         self.servers = [self.primary, self.bind_secondary, self.knot_secondary]
         self.tsig_secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+        self.parent_tsig_secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
         self._workdir: Path | None = None
         self._addresses = LoopbackAddresses()
         self._daemons: dict[str, Daemon] = {}  # by server address
@@ -181,7 +189,8 @@ class DnsLab:
         (wd / "ns1" / "example.test.db").write_text(zone_file(net))
         (wd / "ns1" / "test.db").write_text(parent_zone(net))
         _write_private(wd / "ns1" / "named.conf", bind_primary_conf(
-            wd / "ns1", net, TSIG_NAME, TSIG_ALGORITHM, self.tsig_secret))
+            wd / "ns1", net, TSIG_NAME, TSIG_ALGORITHM, self.tsig_secret,
+            self.parent_tsig_secret))
         _write_private(wd / "ns2" / "named.conf", bind_secondary_conf(wd / "ns2", net))
         (wd / "ns3" / "knot.conf").write_text(knot_conf(wd / "ns3", net))
         for ns in ("ns1", "ns2"):
@@ -386,10 +395,11 @@ class DnsLab:
         return ds
 
     def update_parent(self, owner: str, rtype: str, ttl: int, rdatas: Iterable[str]) -> None:
-        """Replace an RRset in the parent zone `test.` (TSIG update at {net}.10)."""
-        keyring = dns.tsigkeyring.from_text({TSIG_NAME: self.tsig_secret})
+        """Replace an RRset in the parent zone `test.` (TSIG update at {net}.10, with the
+        parent's own key: the child's key is refused there)."""
+        keyring = dns.tsigkeyring.from_text({PARENT_KEY: self.parent_tsig_secret})
         update = dns.update.UpdateMessage(self.PARENT, keyring=keyring,
-                                          keyname=dns.name.from_text(TSIG_NAME),
+                                          keyname=dns.name.from_text(PARENT_KEY),
                                           keyalgorithm=dns.tsig.HMAC_SHA256)
         update.replace(dns.name.from_text(owner), ttl,
                        *[dns.rdata.from_text(dns.rdataclass.IN, rtype, t) for t in rdatas])

@@ -8,6 +8,7 @@ from pathlib import Path
 # Low timers so a 2 x TTL wait takes seconds: default TTL 2 s, negative TTL 2 s, refresh 5 s,
 # retry 2 s. The expire stays long so a paused/frozen primary never expires the secondaries.
 SOA_TIMERS = "1 5 2 3600 2"  # serial refresh retry expire minimum
+PARENT_KEY = "parent-key."  # TSIG key for updates of the parent zone test. (DS, delegations)
 
 
 def zone_file(net: str) -> str:
@@ -66,13 +67,20 @@ controls {{ }};
 """
 
 
-def bind_primary_conf(workdir: Path, net: str, key_name: str, key_alg: str, secret: str) -> str:
+def bind_primary_conf(workdir: Path, net: str, key_name: str, key_alg: str, secret: str,
+                      parent_secret: str) -> str:
+    """The primary and the parent view. The parent zone `test.` accepts updates only with its
+    own key (PARENT_KEY), never with the key the child zone takes."""
     ns1, parent = f"{net}.11", f"{net}.10"
     options = _bind_options(workdir, ns1).replace(
         f"listen-on port 53 {{ {ns1}; }};", f"listen-on port 53 {{ {ns1}; {parent}; }};")
     return options + f"""key "{key_name}" {{
     algorithm {key_alg};
     secret "{secret}";
+}};
+key "{PARENT_KEY}" {{
+    algorithm {key_alg};
+    secret "{parent_secret}";
 }};
 dnssec-policy "lab" {{
     keys {{ csk lifetime unlimited algorithm ecdsa256; }};
@@ -91,7 +99,7 @@ view "parent" {{
         file "test.db";
         dnssec-policy "lab";
         inline-signing no;
-        allow-update {{ key "{key_name}"; }};
+        allow-update {{ key "{PARENT_KEY}"; }};
     }};
 }};
 view "child" {{

@@ -8,6 +8,7 @@
         server_id: localhost                 # default
         rectify: false                       # true: PUT .../rectify after each change (DNSSEC)
         soa_edit_api: null                   # e.g. INCREASE: set it on the zone if it differs
+        notify: true                         # Master zones: NOTIFY the secondaries at once
         timeout: 10
 
 Reads GET the zone filtered to the one RRset (`rrset_name`, `rrset_type`); a change is one PATCH
@@ -18,7 +19,10 @@ our read and our PATCH is not detected by the PATCH itself (SUPPORTS.cas is Fals
 lands after it is caught by the re-read.
 
 Zone kinds: Native and Master (Primary) are written; a Slave (Secondary) or Consumer zone is
-refused, because its data comes from elsewhere by AXFR and an edit would be overwritten.
+refused, because its data comes from elsewhere by AXFR and an edit would be overwritten. After a
+change to a Master zone the secondaries are sent a NOTIFY at once (`PUT .../notify`) unless
+`notify: false`; PowerDNS itself would only notice the new serial at its next
+xfr-cycle-interval (60 s by default).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from rollover.registry import ParseContext
 from .base import ProviderBase, Submission, Supports, Target
 
 WRITABLE_KINDS = ("native", "master", "primary")
+NOTIFY_KINDS = ("master", "primary")
 SOA_EDIT_API = ("DEFAULT", "INCREASE", "EPOCH", "SOA-EDIT", "SOA-EDIT-INCREASE", "OFF")
 
 
@@ -54,13 +59,14 @@ class PowerDNSOptions:
     soa_edit_api: str | None = None
     timeout: float = 10.0
     ca_bundle: Path | None = None
+    notify: bool = True
 
 
 class PowerDNSProvider(ProviderBase):
     TYPE = "powerdns"
     SUPPORTS = Supports(rtypes=frozenset({"TLSA", "TXT"}), cas=False, needs_wait=False)
     OPTIONS = ("api_url", "api_key_file", "server_id", "rectify", "soa_edit_api", "timeout",
-               "ca_bundle")
+               "ca_bundle", "notify")
 
     @classmethod
     def parse_options(cls, sec: Section, ctx: ParseContext) -> PowerDNSOptions | None:
@@ -84,10 +90,12 @@ class PowerDNSProvider(ProviderBase):
             soa_edit = None
         timeout = sec.get_float("timeout", 10.0, hi=300)
         ca_bundle = sec.get_path("ca_bundle", ctx.base, must_exist="file")
+        notify = sec.get_bool("notify", True)
         if url is None or key_file is None:
             return None
         return PowerDNSOptions(url.rstrip("/"), key_file, server_id, rectify,
-                               soa_edit.upper() if soa_edit else None, timeout, ca_bundle)
+                               soa_edit.upper() if soa_edit else None, timeout, ca_bundle,
+                               notify)
 
     @classmethod
     def from_config(cls, name: str, options: PowerDNSOptions) -> PowerDNSProvider:
@@ -101,6 +109,7 @@ class PowerDNSProvider(ProviderBase):
         self._ssl = (ssl.create_default_context(cafile=str(options.ca_bundle))
                      if options.ca_bundle else None)
         self._soa_checked: set[str] = set()
+        self._kinds: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"PowerDNSProvider(name={self.name!r}, api_url={self.options.api_url!r})"
@@ -134,10 +143,12 @@ class PowerDNSProvider(ProviderBase):
             detail = _error_text(exc)
             if exc.code in (401, 403):
                 raise ProviderError(f"{where} refused the API key ({exc.code}) {what}: check "
-                                    "api_key_file against the server's api-key") from None
+                                    "api_key_file against the server's api-key",
+                                    permanent=True) from None
             if exc.code == 404:
                 raise ProviderError(f"{where}: not found (404) {what}{detail}: is the zone on "
-                                    f"this server (server_id {self.options.server_id})?") from None
+                                    f"this server (server_id {self.options.server_id})?",
+                                    permanent=True) from None
             raise ProviderError(f"{where} answered HTTP {exc.code} {what}{detail}") from None
         except urllib.error.URLError as exc:
             reason = exc.reason
@@ -163,6 +174,7 @@ class PowerDNSProvider(ProviderBase):
             raise ProviderError(f"{self.options.api_url} answered an unexpected zone document "
                                 f"{what}")
         kind = str(doc.get("kind", "")).lower()
+        self._kinds[t.zone] = kind
         if kind not in WRITABLE_KINDS:
             raise ProviderError(
                 f"zone {t.zone} is a {doc.get('kind')} zone on {self.options.api_url}: its data "
@@ -195,6 +207,9 @@ class PowerDNSProvider(ProviderBase):
                    {"rrsets": [rrset]})
         if self.options.rectify:
             self._call("PUT", self._zone_path(t.zone) + "/rectify", f"rectifying zone {t.zone}")
+        if self.options.notify and self._kinds.get(t.zone) in NOTIFY_KINDS:
+            self._call("PUT", self._zone_path(t.zone) + "/notify",
+                       f"asking it to NOTIFY the secondaries of {t.zone}")
 
     def _ensure_soa_edit(self, zone: str) -> None:
         wanted = self.options.soa_edit_api

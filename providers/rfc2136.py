@@ -309,16 +309,17 @@ class _Client:
             self._fail(
                 f"{self.where} refused the update of zone {zone} (REFUSED): key "
                 f"{self.key_label} is not allowed to update it; check allow-update/update-policy "
-                f"for key {self.key_label}"
+                f"for key {self.key_label}", permanent=True
             )
         if rcode == dns.rcode.NOTAUTH:
             self._fail(
                 f"{self.where} is not authoritative for zone {zone} or did not accept key "
                 f"{self.key_label} (NOTAUTH): check the zone, the server (it must be the primary) "
-                "and tsig_key_name/tsig_secret_file"
+                "and tsig_key_name/tsig_secret_file", permanent=True
             )
         if rcode == dns.rcode.NOTZONE:
-            self._fail(f"{label} is outside zone {zone} (NOTZONE): check the endpoint's zone")
+            self._fail(f"{label} is outside zone {zone} (NOTZONE): check the endpoint's zone",
+                       permanent=True)
         self._fail(f"{self.where} answered {dns.rcode.to_text(rcode)} updating {label} {rtype} "
                    f"in zone {zone}" + _RCODE_HINT.get(rcode, ""))
 
@@ -333,11 +334,12 @@ class _Client:
                        "server running and listening on TCP at that address and port?")
         except dns.tsig.PeerBadKey:
             self._fail(f"{self.where} does not know TSIG key {key} (BADKEY) {what}: check "
-                       "tsig_key_name and tsig_algorithm against the server's key statement")
+                       "tsig_key_name and tsig_algorithm against the server's key statement",
+                       permanent=True)
         except dns.tsig.PeerBadSignature:
             self._fail(f"{self.where} rejected the signature of TSIG key {key} (BADSIG) {what}: "
                        "the secret or algorithm is wrong; check tsig_secret_file and "
-                       "tsig_algorithm")
+                       "tsig_algorithm", permanent=True)
         except dns.tsig.PeerBadTime:
             self._fail(f"{self.where} rejected TSIG key {key} (BADTIME) {what}: the clocks of "
                        "this host and the server differ by more than 5 minutes")
@@ -354,10 +356,10 @@ class _Client:
             reason = exc.strerror or type(exc).__name__
             self._fail(f"cannot reach server {self.where} {what}: {reason}")
 
-    def _fail(self, message: str) -> NoReturn:
+    def _fail(self, message: str, *, permanent: bool = False) -> NoReturn:
         for secret in self._secrets:
             message = message.replace(secret, "<secret>")
-        raise ProviderError(" ".join(message.split()))
+        raise ProviderError(" ".join(message.split()), permanent=permanent)
 
 
 _RCODE_HINT = {

@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     if command == "run":
         parser.add_argument("--wait", action="store_true",
                             help="keep going (polling) until nothing is left to do")
+        parser.add_argument("--resume", action="store_true",
+                            help="the cause of a stopped slot is fixed: try it again now")
         parser.add_argument("--roll", action="store_true",
                             help="start a key rollover now (next key becomes current)")
         parser.add_argument("--max-wait", type=argtypes.seconds(366 * 86400, zero=True),
@@ -63,8 +65,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = 
         engine = build_engine(config, clock)
         quiet = getattr(args, "quiet", False)
         progress = None if quiet else _progress if sys.stderr.isatty() else _progress_lines
-        reports = engine.run(roll=args.roll, wait=args.wait, max_wait=args.max_wait,
-                             progress=progress)
+        reports = engine.run(roll=args.roll, resume=args.resume, wait=args.wait,
+                             max_wait=args.max_wait, progress=progress)
         if not quiet or any(r.done or r.error for r in reports):  # cron: only on a change
             print(report.text(reports, clock.now()))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK

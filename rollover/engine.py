@@ -8,6 +8,7 @@ so `kill -9` at any instant leaves a state from which the next run resumes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -38,7 +39,17 @@ log = logging.getLogger("rollover.engine")
 MAX_ACTIONS_PER_SLOT = 64  # a run that wants more than this is looping: stop and say so
 
 
-def policy_for(endpoint: EndpointConfig) -> m.Policy:
+def config_id(config: Config) -> str:
+    """A digest of the configuration file: a slot stopped by an error that cannot heal resumes
+    when the operator changes the file."""
+    try:
+        data = config.path.read_bytes()
+    except OSError:
+        return ""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def policy_for(endpoint: EndpointConfig, config_digest: str = "") -> m.Policy:
     p = endpoint.policy
     return m.Policy(
         ttl=endpoint.ttl,
@@ -51,6 +62,7 @@ def policy_for(endpoint: EndpointConfig) -> m.Policy:
         scheme=endpoint.scheme.value,
         issuer_pins=frozenset(endpoint.issuer_pins),
         max_records=endpoint.max_records,
+        config_id=config_digest,
     )
 
 
@@ -59,6 +71,7 @@ class Engine:
         self.config = config
         self.edges = edges
         self.clock = edges.clock
+        self.config_id = config_id(config)
         self._zones: dict[str, str] = {}
 
     # --- state document ------------------------------------------------------------------------
@@ -114,6 +127,7 @@ class Engine:
         self,
         *,
         roll: bool = False,
+        resume: bool = False,
         wait: bool = False,
         max_wait: float = 86400.0,
         progress: Callable[[list[SlotReport], datetime], None] | None = None,
@@ -123,11 +137,14 @@ class Engine:
         with self.edges.store.lock():
             doc = self._load()
             self._check_providers()
-            if roll:
-                for _, slot in self.slots():
-                    st = self._slot_state(doc, slot)
-                    if not st.roll_requested:
-                        self._save(doc, m.request_roll(st))
+            for _, slot in self.slots():
+                st = self._slot_state(doc, slot)
+                if resume and st.stopped is not None:
+                    log.info("%s: resumed by the operator (was stopped: %s)", slot, st.stopped)
+                    st = m.resume(st)
+                    self._save(doc, st)
+                if roll and not st.roll_requested:
+                    self._save(doc, m.request_roll(st))
             deadline = self.clock.now() + timedelta(seconds=max_wait)
             while True:
                 reports = [self._advance(doc, ep, slot, REAL) for ep, slot in self.slots()]
@@ -178,12 +195,14 @@ class Engine:
                 except ObserveError as exc:
                     reports.append(SlotReport(slot, st, f"cannot observe: {exc}", error=str(exc)))
                     continue
-            r = m.step(st, obs, policy_for(ep), self.clock.now())
+            r = m.step(st, obs, policy_for(ep, self.config_id), self.clock.now())
             report = SlotReport(slot, r.state, r.reason,
                                 r.action.describe() if r.action else None, r.wake_at)
             if observe and self.edges.prober is not None and ep.certificate is not None:
                 report.live = self._live(ep, r.state)
             report.error = report.error or self._key_problem(st)
+            if r.state.stopped is not None:
+                report.error = report.error or r.reason
             reports.append(report)
         return reports
 
@@ -226,7 +245,7 @@ class Engine:
                  persist: bool = True) -> SlotReport:
         """Observe, step, execute, apply, persist: until the machine waits. `plan` runs this
         very loop with dry executors and `persist=False`."""
-        policy = policy_for(ep)
+        policy = policy_for(ep, self.config_id)
         st = self._slot_state(doc, slot)
         done: list[str] = []
         would = "" if persist else "would "
@@ -252,7 +271,7 @@ class Engine:
                 log.info("%s: %s", slot, result.reason)
                 blind = st.phase == m.Phase.NEW and not st.live_checked and st.last_error
                 return SlotReport(slot, st, result.reason, None, result.wake_at, done,
-                                  result.reason if blind else None)
+                                  result.reason if blind or st.stopped else None)
             action = result.action
             log.info("%s: %s%s", slot, would, action.describe())
             try:
@@ -260,7 +279,18 @@ class Engine:
             except Unknowable as stop:
                 done.append(f"would {action.describe()} {stop}")
                 return SlotReport(slot, st, f"then: {result.reason}", None, None, done)
-            except (ProviderError, ObserveError, StateError) as exc:
+            except ProviderError as exc:
+                if exc.permanent and persist:
+                    # Retrying cannot heal this: stop the slot (status says why) rather than
+                    # try again on every run.
+                    st = m.apply(st, m.Stopped(self.clock.now(), str(exc)), policy,
+                                 self.clock.now())
+                    save(st)
+                    log.error("%s: stopped: %s", slot, exc)
+                return SlotReport(
+                    slot, st, f"{would}{action.describe()} failed: {exc}", None, None, done,
+                    str(exc))
+            except (ObserveError, StateError) as exc:
                 # Nothing was recorded for the action: the next run starts it again.
                 return SlotReport(
                     slot, st, f"{action.describe()} failed: {exc}", None, None, done, str(exc)

@@ -59,9 +59,15 @@ class LockedError(RolloverError):
 
 
 class ProviderError(RolloverError):
-    """Every failure of a DNS provider backend becomes this one type."""
+    """Every failure of a DNS provider backend becomes this one type. `permanent`: retrying
+    cannot help until someone changes something (a bad TSIG key, no authority for the zone, a
+    refused API key): the slot stops instead of retrying forever."""
 
     exit_status = ExitStatus.ERROR
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class ObserveError(RolloverError):

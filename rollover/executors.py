@@ -94,7 +94,12 @@ def order(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState, action: m.Order
     try:
         issued = source.order(ep, st.slot, key_pem)
     except (AcmeError, ProviderError, CertSourceError) as exc:
-        return m.Failed(now(), f"order for key {action.key_id}: {exc}")
+        why = f"order for key {action.key_id}: {exc}"
+        # the ACME client says which errors a later attempt cannot fix (an account that needs
+        # EAB, an unknown profile, a refused key type): those stop the slot
+        if getattr(exc, "retryable", True) is False or getattr(exc, "permanent", False):
+            return m.Stopped(now(), why)
+        return m.Failed(now(), why)
     leaf = x509.load_pem_x509_certificate(issued.chain_pem)
     key = st.key_by_id(action.key_id)
     assert key is not None

@@ -90,6 +90,7 @@ class Move(StrEnum):
     ROLLBACK_FAILED = "rollback-failed"
     ARI_CHECKED = "ari-checked"
     KEY_DROPPED = "key-dropped"
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,10 @@ TRANSITIONS: tuple[Transition, ...] = (
                "the CA answered (or not)", "keep its renewal window and Retry-After", True),
     Transition(Move.KEY_DROPPED, (_P.ACTIVE,), (_P.ACTIVE,),
                "the old private key is gone (or archived)", "forget it", True),
+    Transition(Move.STOPPED, tuple(Phase), tuple(Phase),
+               "an error retrying cannot heal (bad TSIG key, no authority for the zone, an ACME "
+               "account or profile the CA refuses)", "stop the slot where it is; run exits 2 "
+               "and status says why until the configuration changes or `run --resume`", True),
 )
 TRANSITION_BY_NAME = {t.name: t for t in TRANSITIONS}
 
@@ -221,6 +226,7 @@ class Policy:
     scheme: str = "current+next"
     issuer_pins: frozenset[str] = frozenset()  # current+issuer: "2 1 1 ..." the operator pinned
     max_records: int = 8  # per owner; some large senders handle only about 12
+    config_id: str = ""  # a digest of the configuration: a stopped slot resumes when it changes
     inspect_live: bool = True  # False: the operator says no certificate is in service yet
     retry_base: int = 300  # first backoff after a failed order/install; doubles, capped at 1 day
 
@@ -295,6 +301,8 @@ class SlotState:
     retry_at: datetime | None = None
     last_error: str | None = None
     observation: Observation | None = None
+    stopped: str | None = None  # an error that cannot heal by retrying: the slot waits for you
+    stopped_config: str | None = None  # Policy.config_id when it stopped
 
     # --- lookups -----------------------------------------------------------------------------
     def key(self, role: KeyRole) -> KeyInfo | None:
@@ -435,6 +443,13 @@ class LiveUnseen(Event):
 
 
 @dataclass(frozen=True)
+class Stopped(Event):
+    """An action failed in a way retrying cannot heal; `error` is the operator's one line."""
+
+    error: str
+
+
+@dataclass(frozen=True)
 class CertIssued(Event):
     cert: CertInfo
 
@@ -493,6 +508,13 @@ def step(
     st = _copy(state)
     if observation is not None:
         _absorb(st, observation)
+    if st.stopped is not None:
+        if policy.config_id and policy.config_id != st.stopped_config:
+            st.stopped = st.stopped_config = None  # the configuration changed: try again
+            st.retry_at = None
+        else:
+            return _wait(st, f"stopped: {st.stopped}; fix it, then change the configuration or "
+                             "run `rollover run --resume`", None)
     handler = _HANDLERS[st.phase]
     return handler(st, policy, now)
 
@@ -567,6 +589,9 @@ def apply_move(state: SlotState, event: Event, policy: Policy,
             if event.renew_at is not None:
                 st.installed.renew_at = event.renew_at
             st.installed.ari_retry_after = event.retry_after
+    elif isinstance(event, Stopped):
+        move = Move.STOPPED
+        st.stopped, st.stopped_config = event.error, policy.config_id
     elif isinstance(event, KeyDropped):
         move = Move.KEY_DROPPED
         st.keys = [k for k in st.keys if k.key_id != event.key_id]
@@ -973,8 +998,9 @@ def _on_active(st: SlotState, policy: Policy, now: datetime) -> StepResult:
 
 
 def _on_retiring(st: SlotState, policy: Policy, now: datetime) -> StepResult:
-    assert st.retire_at is not None
-    if now < st.retire_at:
+    # retire_at None: the retirement was decided and its publish did not go through (a crash,
+    # a provider error): decide it again, idempotently
+    if st.retire_at is not None and now < st.retire_at:
         left = (st.retire_at - now).total_seconds()
         return _wait(st, f"time says no: retire_grace, {human_duration(left)} left before the "
                          "old record is withdrawn", st.retire_at)
@@ -1089,6 +1115,8 @@ def slot_to_dict(st: SlotState) -> dict[str, Any]:
         "retry_at": _t(st.retry_at),
         "last_error": st.last_error,
         "observation": st.observation.to_dict() if st.observation else None,
+        "stopped": st.stopped,
+        "stopped_config": st.stopped_config,
     }
 
 
@@ -1117,6 +1145,8 @@ def slot_from_dict(d: dict[str, Any]) -> SlotState:
         retry_at=_pt(d.get("retry_at")),
         last_error=d.get("last_error"),
         observation=Observation.from_dict(d["observation"]) if d.get("observation") else None,
+        stopped=d.get("stopped"),
+        stopped_config=d.get("stopped_config"),
     )
 
 
@@ -1128,6 +1158,11 @@ def _kind(r: dict[str, Any]) -> RecordKind:
 
 def request_roll(state: SlotState) -> SlotState:
     return replace(_copy(state), roll_requested=True)
+
+
+def resume(state: SlotState) -> SlotState:
+    """The operator says the cause of a stop is fixed: try again now."""
+    return replace(_copy(state), stopped=None, stopped_config=None, retry_at=None)
 
 
 def transitions_table() -> str:

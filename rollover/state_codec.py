@@ -242,6 +242,8 @@ SLOT = Table("slot", {
     "key_serial": F(integer(0, 10**9)),
     "submitted_at": F(timestamp, null=True),
     "agree_since": F(timestamp, null=True),
+    "stopped": F(text(), null=True),
+    "stopped_config": F(text(64, re.compile(r"^[0-9a-f]*$"), "a hex digest"), null=True),
     "ttl_seen": F(TTL),
     "negative_ttl": F(TTL),
     "owner_was_empty": F(boolean, null=True),

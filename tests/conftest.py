@@ -23,4 +23,5 @@ if str(TESTS) not in sys.path:
 settings.register_profile("rollover", database=None, deadline=None)
 settings.load_profile("rollover")
 
-pytest_plugins = ["lab.dns_fixtures", "lab.app_fixtures", "lab.pdns_fixtures", "lab.mta_fixtures"]
+pytest_plugins = ["lab.dns_fixtures", "lab.app_fixtures", "lab.pdns_fixtures",
+                  "lab.zonefile_fixtures", "lab.mta_fixtures"]

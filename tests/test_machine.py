@@ -413,6 +413,10 @@ def test_retire_waits_for_grace_then_swaps_records() -> None:
     assert isinstance(r.action, m.Publish)
     assert r.action.add == {f"3 1 1 {spki(9)}", old_next.rdata}  # type: ignore[union-attr]
     assert r.action.remove == {old_current.rdata}  # type: ignore[union-attr]
+    # the provider failed (the engine saved the stepped state, not an outcome): the next run
+    # decides the same retirement again instead of crashing on the spent retire_at
+    again = m.step(r.state, None, POLICY, at(t + 900))
+    assert isinstance(again.action, m.Publish) and again.action == r.action
     st = m.apply(r.state, m.Published(at(t + 601)), POLICY, at(t + 601))
     both = sorted(st.wanted())
     # while the old record is still served somewhere, nothing settles
@@ -536,3 +540,16 @@ def test_a_failed_look_at_the_server_never_publishes_blind() -> None:
     blocked.live_checked = False
     r = m.step(blocked, None, m.Policy(ttl=60, inspect_live=False), at(41))
     assert isinstance(r.action, m.Publish)
+
+
+def test_an_error_retrying_cannot_heal_stops_the_slot_until_config_or_resume() -> None:
+    st, t = active()
+    st = m.apply(st, m.Stopped(at(t), "BADSIG: the secret is wrong"),
+                 m.Policy(ttl=60, config_id="aaaa"), at(t))
+    for policy in (m.Policy(ttl=60, config_id="aaaa"), m.Policy(ttl=60)):
+        r = m.step(st, everywhere(t + 1, st.wanted()), policy, at(t + 86400 * 365))
+        assert r.action is None and r.wake_at is None
+        assert r.reason.startswith("stopped: BADSIG") and "--resume" in r.reason
+    r = m.step(st, everywhere(t + 1, st.wanted()), m.Policy(ttl=60, config_id="bbbb"), at(t + 1))
+    assert r.state.stopped is None  # the configuration changed: it tries again
+    assert m.resume(st).stopped is None

@@ -34,3 +34,8 @@ def test_wheel_has_no_top_level_providers_or_hooks(tmp_path: Path) -> None:
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "rollover = rollover.cli:entry" in text
     assert "rfc2136 = rollover.providers.rfc2136:RFC2136Provider" in text
+    assert "rollover/sources/files.py" in names and "rollover/registry.py" in names
+    for group in ("[rollover.providers]", "[rollover.installers]", "[rollover.sources]"):
+        assert group in text
+    assert "postfix = rollover.hooks.postfix:PostfixInstaller" in text
+    assert "acme = rollover.sources.acme:AcmeSource" in text

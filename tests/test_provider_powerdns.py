@@ -17,7 +17,7 @@ from rollover.providers.base import Change
 from rollover.providers.powerdns import PowerDNSOptions, PowerDNSProvider
 
 from lab.pdns import PdnsLab
-from lab.proc import lab_net
+from lab.proc import lab_net, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -65,6 +65,18 @@ def test_soa_serial_moves_with_soa_edit_api(pdns_lab: PdnsLab) -> None:
     make(pdns_lab).apply(Change(pdns_lab.zone, fresh_owner(pdns_lab.zone), "TLSA", 300,
                                 add=frozenset({R1})))
     assert pdns_lab.serial() > before
+
+
+def test_master_zone_change_reaches_the_secondary_at_once(pdns_lab: PdnsLab) -> None:
+    """A Master zone: after the PATCH the provider has pdns_server NOTIFY the secondary, which
+    transfers the new serial within a second or so (not at PowerDNS's 60 s xfr cycle)."""
+    if pdns_lab._secondary is None:
+        pdns_lab.start_secondary()
+    zone = pdns_lab.master_zone
+    owner = fresh_owner(zone)
+    make(pdns_lab).apply(Change(zone, owner, "TLSA", 300, add=frozenset({R1})))
+    wait_for(lambda: pdns_lab.query(owner, "TLSA", server=pdns_lab.secondary_address).records
+             == {R1}, 10.0, "the BIND secondary to transfer the change")
 
 
 def test_slave_zone_is_refused(pdns_lab: PdnsLab) -> None:

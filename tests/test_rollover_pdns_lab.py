@@ -1,8 +1,10 @@
 """A full current+next rollover with PowerDNS as the primary: real pdns_server (HTTP API writes,
-DNS answers to the observer), Pebble validating DNS-01 against that pdns_server, Postfix.
+DNS answers to the observer) of the Master zone pdnsm.test., a BIND secondary fed by its NOTIFY +
+AXFR, Pebble validating DNS-01 against pdns_server, Postfix.
 
-The invariant monitor polls pdns_server and Postfix's STARTTLS about every 100 ms during the
-forced rollover and fails on any moment where the key Postfix presents has no 3 1 1 record.
+The invariant monitor polls both nameservers and Postfix's STARTTLS about every 100 ms during the
+forced rollover and fails on any moment where the key Postfix presents has no 3 1 1 record on
+either of them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ CLOCK = SystemClock()
 
 
 @pytest.fixture(scope="module")
+def pdns_secondary(pdns_lab: PdnsLab) -> PdnsLab:
+    if pdns_lab._secondary is None:
+        pdns_lab.start_secondary()
+    return pdns_lab
+
+
+@pytest.fixture(scope="module")
 def pdns_pebble(pdns_lab: PdnsLab) -> Iterator[PebbleLab]:
     """A Pebble of its own that validates DNS-01 against pdns_server (the session's Pebble asks
     the BIND primary, which does not serve pdns.test.)."""
@@ -51,7 +60,8 @@ def presented_spki(postfix: PostfixLab) -> str:
 
 
 class PdnsMonitor(threading.Thread):
-    """Every ~100 ms: the key Postfix presents must have its 3 1 1 on pdns_server."""
+    """Every ~100 ms: the key Postfix presents must have its 3 1 1 on pdns_server and on its
+    BIND secondary."""
 
     def __init__(self, pdns: PdnsLab, postfix: PostfixLab, owner: str) -> None:
         super().__init__(daemon=True)
@@ -67,10 +77,11 @@ class PdnsMonitor(threading.Thread):
                 spki = presented_spki(self.postfix)
                 if not self.keys_seen or self.keys_seen[-1] != spki:
                     self.keys_seen.append(spki)
-                records = self.pdns.query(self.owner, "TLSA").records
-                if f"3 1 1 {spki}" not in records:
-                    self.violations.append(f"pdns lacks 3 1 1 {spki[:12]}… while Postfix "
-                                           "presents it")
+                for server in (self.pdns.address, self.pdns.secondary_address):
+                    records = self.pdns.query(self.owner, "TLSA", server=server).records
+                    if f"3 1 1 {spki}" not in records:
+                        self.violations.append(f"{server} lacks 3 1 1 {spki[:12]}… while "
+                                               "Postfix presents it")
             except Exception as exc:
                 self.violations.append(f"{type(exc).__name__}: {exc}")
             self.samples += 1
@@ -96,7 +107,7 @@ def write_pdns_config(directory: Path, pdns: PdnsLab, pebble: PebbleLab, postfix
         "installers": {"postfix": {"type": "postfix", "directory": str(postfix.tls_dir),
                                    "file_name": "{algorithm}.pem",
                                    "reload_command": list(postfix.reload_command)}},
-        "endpoints": [{"host": host, "zone": "pdns.test", "provider": "pdns",
+        "endpoints": [{"host": host, "zone": "pdnsm.test", "provider": "pdns",
                        "algorithms": [ALG], "ttl": 2, "installer": "postfix",
                        "certificate": {"source": "acme"},
                        "policy": {"retire_grace": "2s", "key_lifetime": "60d",
@@ -117,11 +128,12 @@ def key_of(s: dict[str, Any], role: str) -> dict[str, Any] | None:
 
 
 def test_full_rollover_with_powerdns_as_primary(
-        pdns_lab: PdnsLab, pdns_pebble: PebbleLab, postfix_lab: PostfixLab,
+        pdns_secondary: PdnsLab, pdns_pebble: PebbleLab, postfix_lab: PostfixLab,
         tmp_path: Path) -> None:
-    host = f"mx{secrets.token_hex(3)}.pdns.test"
+    pdns_lab = pdns_secondary
+    host = f"mx{secrets.token_hex(3)}.pdnsm.test"
     owner = f"_25._tcp.{host}."
-    pdns_lab.set_rrset(f"{host}.", "A", 2, [postfix_lab.address])
+    pdns_lab.set_rrset(f"{host}.", "A", 2, [postfix_lab.address], zone=pdns_lab.master_zone)
     cfg = write_pdns_config(tmp_path, pdns_lab, pdns_pebble, postfix_lab, host)
     # bootstrap: current + next published through the API, a Pebble certificate installed
     assert main(["run", "--wait", "--config", str(cfg)]) == 0
@@ -144,10 +156,11 @@ def test_full_rollover_with_powerdns_as_primary(
     assert after["phase"] == "active" and cur and new_next
     assert cur["key_id"] == nxt["key_id"]
     assert presented_spki(postfix_lab) == cur["spki_sha256"]
-    records = pdns_lab.query(owner, "TLSA").records
-    assert f"3 1 1 {old['spki_sha256']}" not in records
-    assert records == {f"3 1 1 {cur['spki_sha256']}", f"3 1 1 {new_next['spki_sha256']}"}
-    ttl, contents = pdns_lab.api_rrset(owner, "TLSA")
-    assert ttl == 2 and {c.lower() for c in contents} == records
+    want = {f"3 1 1 {cur['spki_sha256']}", f"3 1 1 {new_next['spki_sha256']}"}
+    for server in (pdns_lab.address, pdns_lab.secondary_address):
+        assert pdns_lab.query(owner, "TLSA", server=server).records == want
+    ttl, contents = pdns_lab.api_rrset(owner, "TLSA", zone=pdns_lab.master_zone)
+    assert ttl == 2 and {c.lower() for c in contents} == want
     # the DNS-01 TXT records went through the same provider and are cleaned up
-    assert pdns_lab.api_rrset(f"_acme-challenge.{host}.", "TXT") == (None, set())
+    assert pdns_lab.api_rrset(f"_acme-challenge.{host}.", "TXT",
+                              zone=pdns_lab.master_zone) == (None, set())

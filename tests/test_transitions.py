@@ -51,6 +51,8 @@ def walk(rng: random.Random, scheme: str, steps: int = 120) -> list[tuple[Phase,
         o = obs(t, *(_serve(md, served) for md in modes), ttl=60)
         if state.phase == Phase.ACTIVE and rng.random() < 0.3:
             state = m.request_roll(state)
+        if state.stopped is not None and rng.random() < 0.5:
+            state = m.resume(state)  # the operator fixed it: `run --resume`
         for _ in range(10):  # one run: act until the machine waits
             before = state.phase
             r = m.step(state, o, policy, at(t))
@@ -75,13 +77,14 @@ def walk(rng: random.Random, scheme: str, steps: int = 120) -> list[tuple[Phase,
                 ev = (m.LiveSeen(at(t), frozenset({LIVE}) if rng.random() < 0.5 else frozenset())
                       if ok else m.LiveUnseen(at(t), "192.0.2.25:25: timed out"))
             elif isinstance(a, m.Publish):
-                ev = m.Published(at(t))
+                ev = m.Published(at(t)) if rng.random() < 0.97 else m.Stopped(at(t), "BADSIG")
             elif isinstance(a, m.OrderCert):
                 issuer = ISSUER_A if rng.random() < 0.7 else ISSUER_B  # a CA change
                 ari = at(t + 50) if rng.random() < 0.3 else None
                 ev = (m.CertIssued(at(t), m.CertInfo(a.key_id, str(n), at(t + 2000), at(t), "c",
                                                      None, ari, (issuer,)))
-                      if ok else m.Failed(at(t), "CA down"))
+                      if ok else m.Failed(at(t), "CA down") if rng.random() < 0.8
+                      else m.Stopped(at(t), "account needs EAB"))
             elif isinstance(a, m.InstallCert):
                 ev = m.Installed(at(t)) if ok else m.Failed(at(t), "reload failed")
             elif isinstance(a, m.ProbeLive):

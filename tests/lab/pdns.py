@@ -2,8 +2,10 @@
 
 One `pdns_server` in the foreground on `{net}.21`: DNS on port 53, the HTTP API on port 8081
 (`X-API-Key`, the key in a 0600 file inside the lab directory). It serves the Native zone
-`pdns.test.` (NS ns1.pdns.test. -> {net}.21, mail -> {net}.25) and, for refusal tests, a Slave
-zone `slave.pdns.test.` whose primary does not exist.
+`pdns.test.` (NS ns1.pdns.test. -> {net}.21, mail -> {net}.25), the Master zone `pdnsm.test.`
+(NS ns1 -> {net}.21 and ns2 -> {net}.24: `start_secondary()` runs a BIND secondary there, fed by
+NOTIFY + AXFR from pdns_server) and, for refusal tests, a Slave zone `slave.pdns.test.` whose
+primary does not exist.
 
     with PdnsLab() as lab:
         lab.meddle("_25._tcp.mail.pdns.test.", "TLSA", 300, ["3 1 1 " + "ab" * 32])
@@ -42,12 +44,14 @@ from lab.proc import Daemon, LabError, LoopbackAddresses, lab_net, tcp_open, wai
 PDNS_SERVER = "/usr/sbin/pdns_server"
 SCHEMA = Path("/usr/share/doc/pdns-backend-sqlite3/schema.sqlite3.sql")
 ZONE = "pdns.test."
+MASTER_ZONE = "pdnsm.test."
 SLAVE_ZONE = "slave.pdns.test."
 API_PORT = 8081
 
 
 class PdnsLab:
     zone = ZONE
+    master_zone = MASTER_ZONE
     slave_zone = SLAVE_ZONE
 
     def __init__(self, net: str | None = None, suffix: int = 21) -> None:
@@ -57,7 +61,9 @@ class PdnsLab:
         self.api_url = f"http://{self.address}:{API_PORT}"
         self.api_key = secrets.token_urlsafe(24)
         self._workdir: Path | None = None
+        self.secondary_address = f"{self.net}.24"
         self._daemon: Daemon | None = None
+        self._secondary: Daemon | None = None
         self._addresses = LoopbackAddresses()
 
     @property
@@ -110,6 +116,9 @@ class PdnsLab:
             raise
 
     def stop(self) -> None:
+        if self._secondary is not None:
+            self._secondary.stop()
+            self._secondary = None
         if self._daemon is not None:
             self._daemon.stop()
             self._daemon = None
@@ -133,6 +142,7 @@ gsqlite3-database={db}
 gsqlite3-dnssec=no
 local-address={self.address}
 local-port=53
+query-local-address={self.address}
 api=yes
 api-key={self.api_key}
 webserver=yes
@@ -161,6 +171,15 @@ default-soa-content=ns1.{ZONE} hostmaster.{ZONE} 0 10800 3600 604800 2
             "rrsets": [
                 _rrset(f"ns1.{ZONE}", "A", 2, [self.address]),
                 _rrset(f"mail.{ZONE}", "A", 2, [f"{self.net}.25"]),
+            ],
+        })
+        self.api("POST", "/api/v1/servers/localhost/zones", {
+            "name": MASTER_ZONE, "kind": "Master",
+            "nameservers": [f"ns1.{MASTER_ZONE}", f"ns2.{MASTER_ZONE}"],
+            "soa_edit_api": "DEFAULT",
+            "rrsets": [
+                _rrset(f"ns1.{MASTER_ZONE}", "A", 2, [self.address]),
+                _rrset(f"ns2.{MASTER_ZONE}", "A", 2, [self.secondary_address]),
             ],
         })
         self.api("POST", "/api/v1/servers/localhost/zones", {
@@ -194,8 +213,9 @@ default-soa-content=ns1.{ZONE} hostmaster.{ZONE} 0 10800 3600 604800 2
         self.api("PATCH", f"/api/v1/servers/localhost/zones/{ZONE}", {"rrsets": [
             {**_rrset(owner, rtype, ttl, records), "changetype": "REPLACE"}]})
 
-    def set_rrset(self, owner: str, rtype: str, ttl: int, rdatas: Iterable[str]) -> None:
-        self.api("PATCH", f"/api/v1/servers/localhost/zones/{ZONE}", {"rrsets": [
+    def set_rrset(self, owner: str, rtype: str, ttl: int, rdatas: Iterable[str],
+                  zone: str = ZONE) -> None:
+        self.api("PATCH", f"/api/v1/servers/localhost/zones/{zone}", {"rrsets": [
             {**_rrset(owner, rtype, ttl, sorted(rdatas)), "changetype": "REPLACE"}]})
 
     def serial(self) -> int:
@@ -204,13 +224,60 @@ default-soa-content=ns1.{ZONE} hostmaster.{ZONE} 0 10800 3600 604800 2
             raise LabError(f"no SOA from pdns at {self.address}")
         return int(next(iter(records)).split()[2])
 
+    # -- the BIND secondary of pdnsm.test. ----------------------------------------------------
+
+    def start_secondary(self) -> None:
+        """A BIND secondary of pdnsm.test. on {net}.24 (NOTIFY + AXFR from pdns_server)."""
+        named = shutil.which("named", path=os.environ.get("PATH", "") + ":/usr/sbin")
+        if named is None:
+            raise LabError("named missing (run tests/lab/install.sh)")
+        wd = self.workdir / "ns2"
+        wd.mkdir(mode=0o700)
+        (wd / "named.conf").write_text(f"""options {{
+    directory "{wd}";
+    pid-file "{wd}/named.pid";
+    session-keyfile "{wd}/session.key";
+    listen-on port 53 {{ {self.secondary_address}; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    transfer-source {self.secondary_address};
+    notify-source {self.secondary_address};
+    query-source address {self.secondary_address};
+    allow-query {{ 127.0.0.0/8; }};
+    min-refresh-time 1;
+    min-retry-time 1;
+    max-retry-time 2;
+}};
+controls {{ }};
+zone "{MASTER_ZONE.rstrip('.')}" {{
+    type secondary;
+    primaries {{ {self.address}; }};
+    file "pdnsm.test.db";
+    notify no;
+}};
+""")
+        self._addresses.ensure(self.secondary_address)
+        self._secondary = Daemon("pdns-ns2", [named, "-g", "-n", "1", "-c",
+                                              str(wd / "named.conf")],
+                                 self.workdir / "ns2.log", cwd=wd)
+        self._secondary.start()
+        daemon = self._secondary
+
+        def serving() -> bool:
+            daemon.check_alive()
+            return self.query(MASTER_ZONE, "SOA", server=self.secondary_address).aa
+
+        wait_for(serving, 20.0, f"BIND secondary of {MASTER_ZONE} on {self.secondary_address}")
+
     # -- DNS ---------------------------------------------------------------------------------
 
-    def query(self, owner: str, rtype: str, timeout: float = 2.0) -> Answer:
+    def query(self, owner: str, rtype: str, timeout: float = 2.0,
+              server: str | None = None) -> Answer:
         name = dns.name.from_text(owner)
         q = dns.message.make_query(name, rtype)
         q.flags &= ~dns.flags.RD
-        r, _ = dns.query.udp_with_fallback(q, self.address, timeout=timeout)
+        r, _ = dns.query.udp_with_fallback(q, server or self.address, timeout=timeout)
         rrset = r.get_rrset(r.answer, name, dns.rdataclass.IN, dns.rdatatype.from_text(rtype))
         records = frozenset(canonical(rtype, rd) for rd in rrset) if rrset else frozenset()
         return Answer(rcode=dns.rcode.to_text(r.rcode()), records=records,

@@ -56,7 +56,8 @@ OUTBOUND = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--domain", required=True, help="mail domain whose MX hosts to manage")
+    parser.add_argument("--domain", required=True, type=domain_name,
+                        help="mail domain whose MX hosts to manage")
     parser.add_argument("--output", "-o", type=Path, default=DEFAULT_PATH,
                         help=f"configuration file to write (default {DEFAULT_PATH}; never "
                              "overwritten)")
@@ -87,7 +88,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ACME directory: certificates ordered by rollover")
     parser.add_argument("--acme-email", default=None)
     parser.add_argument("--acme-ca-bundle", type=Path, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per DNS/TLS try")
+    parser.add_argument("--timeout", type=argtypes.seconds(120), default=5.0,
+                        help="seconds per DNS/TLS try (default 5)")
+
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+
+
+def domain_name(text: str) -> str:
+    """A DNS name: labels of 1-63 letters, digits, '-' or '_', at most 253 characters."""
+    name = text.strip().rstrip(".").lower()
+    if not name or len(name) > 253 or not all(_LABEL.match(lb) for lb in name.split(".")):
+        raise argparse.ArgumentTypeError(f"'{clip(text, 60)}' is not a domain name")
+    return name
 
 
 def ip_address(text: str) -> str:
@@ -182,21 +195,24 @@ def _run(argv: list[str]) -> str | None:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    if proc.returncode != 0:
+        return None
+    out = proc.stdout
+    return out[:-1] if out.endswith("\n") else out  # keep empty values (one line each)
 
 
 def mta_today(args: argparse.Namespace) -> list[str]:
     """`key = value` lines: where the MTA reads its TLS files now (comments in the YAML)."""
     if args.mta == "postfix":
         base = ["postconf"] + (["-c", str(args.postfix_config)] if args.postfix_config else [])
-        out = []
-        for key in POSTCONF_KEYS:
-            value = _run([*base, "-h", key])
-            if value is None and args.postfix_config:
-                raise ConfigError(f"postconf -c {args.postfix_config} -h {key} failed (is "
-                                  "it a Postfix config directory?)")
-            out.append(f"{key} = {value if value is not None else '(postconf not found)'}")
-        return out
+        value = _run([*base, "-h", *POSTCONF_KEYS])  # one call: postconf starts slowly
+        if value is None and args.postfix_config:
+            raise ConfigError(f"postconf -c {args.postfix_config} -h {' '.join(POSTCONF_KEYS)} "
+                              "failed (is it a Postfix config directory?)")
+        values = value.split("\n") if value is not None else []
+        if len(values) != len(POSTCONF_KEYS):
+            values = ["(postconf not found)"] * len(POSTCONF_KEYS)
+        return [f"{k} = {v}" for k, v in zip(POSTCONF_KEYS, values, strict=True)]
     if args.mta == "exim":
         if args.exim_config is None:
             return ["(pass --exim-config to read tls_certificate/tls_privatekey)"]

@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="IP", help="resolver to ask (repeatable; default: resolv.conf)")
     parser.add_argument("--dns-port", type=argtypes.integer(1, 65535), default=53,
                         help=argparse.SUPPRESS)
+    parser.add_argument("--host", action="append", type=domain_name, default=None,
+                        help="manage only this MX host (repeatable; default: every MX host; "
+                             "the others are listed as comments)")
     parser.add_argument("--mta", choices=MTAS, default="postfix",
                         help="the server rollover installs certificates into (default postfix)")
     parser.add_argument("--port", type=argtypes.integer(1, 65535), default=None,
@@ -131,6 +134,7 @@ class HostFacts:
     nameservers: list[tuple[str, str]]
     tlsa: list[str]
     looks: list[Look] = field(default_factory=list)
+    managed: bool = True  # False: another machine's MX host (--host), only listed
 
     def algorithms(self) -> tuple[Algorithm, ...]:
         """The algorithms some address presents (both when none can be seen)."""
@@ -164,7 +168,16 @@ def discover(args: argparse.Namespace, resolvers: Sequence[str], port: int) -> l
     observer = Observer(resolvers, port=args.dns_port, timeout=args.timeout,
                         clock=SystemClock())
     facts: list[HostFacts] = []
-    for mx in mx_hosts(resolver, args.domain):
+    hosts = mx_hosts(resolver, args.domain)
+    wanted = set(args.host or ())
+    unknown = wanted - {m.host for m in hosts} - {m.name for m in hosts}
+    if unknown:
+        raise UsageError(f"--host {', '.join(sorted(unknown))}: not an MX host of {args.domain} "
+                         f"(its MX hosts: {', '.join(m.host for m in hosts)})")
+    for mx in hosts:
+        if wanted and not {mx.host, mx.name} & wanted:
+            facts.append(HostFacts(mx, "", [], [], managed=False))
+            continue
         zone = observer.find_zone(mx.host).rstrip(".")
         servers = observer.nameservers(zone)
         records = resolver.rdatas(f"_{port}._tcp.{mx.host}", "TLSA")
@@ -286,6 +299,9 @@ def render(args: argparse.Namespace, facts: list[HostFacts], resolvers: Sequence
     out += ["", "endpoints:"]
     for hf in facts:
         mx = hf.mx
+        if not hf.managed:
+            out += [f"  # MX {mx.preference} {mx.name}: not managed here (not a --host)", ""]
+            continue
         out.append(f"  # MX {mx.preference} {mx.name}"
                    + (f" (a CNAME for {mx.host}: TLSA records belong to the target)"
                       if mx.name != mx.host else ""))
@@ -345,12 +361,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     today = mta_today(args)
     try:
         facts = discover(args, resolvers, port)
+        managed = [hf for hf in facts if hf.managed]
         server = args.provider_server or primary_address(
-            Resolver(resolvers, port=args.dns_port, timeout=args.timeout), facts[0].zone)
+            Resolver(resolvers, port=args.dns_port, timeout=args.timeout), managed[0].zone)
     except ObserveError as exc:
         raise RolloverError(f"{args.domain}: {exc}") from None
     write_new(out, render(args, facts, resolvers, port, tls_dir, server, today))
-    print(f"wrote {out} ({len(facts)} MX host{'s' if len(facts) != 1 else ''})")
+    print(f"wrote {out} ({len(managed)} MX host{'s' if len(managed) != 1 else ''})")
     try:  # what `rollover plan` will do first: load the file and build its edges
         from rollover.wiring import build_engine
 
@@ -362,7 +379,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         if bad:
             print(f"warning: {hf.mx.host}: {len(bad)} address/algorithm(s) present a "
                   "certificate the published TLSA records do not match", file=sys.stderr)
-    slots = [SlotId(facts[0].mx.host, port, a) for a in facts[0].algorithms()]
+    slots = [SlotId(managed[0].mx.host, port, a) for a in managed[0].algorithms()]
     print("\n# Point the server at rollover's files:")
     print(snippet(args.mta, tls_dir, slots), end="")
     print("\n" + OUTBOUND[args.mta], end="")

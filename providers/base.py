@@ -23,7 +23,7 @@ Propagation checking is never a provider's job (rollover.observe does it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -88,6 +88,15 @@ class Provider(Protocol):
     def wait_applied(self, timeout: float) -> None:
         """Block until the provider reports the last change applied; may no-op."""
         ...
+
+
+class BatchProvider(Provider, Protocol):
+    """A provider that reads and applies many RRsets at once (every `ProviderBase` does)."""
+
+    def read_many(self, wanted: Sequence[tuple[str, str, str]]) -> list[RRset | ProviderError]:
+        ...
+
+    def apply_many(self, changes: Sequence[Change]) -> list[ProviderError | None]: ...
 
 
 def check_change(change: Change, current: RRset) -> frozenset[str]:
@@ -184,9 +193,11 @@ def target(zone: str, owner: str, rtype: str) -> Target:
         z = dns.name.from_text(zone)
         o = dns.name.from_text(owner, origin=z)
     except dns.exception.DNSException as exc:
-        raise ProviderError(f"bad DNS name {owner!r} in zone {zone!r}: {exc}") from None
+        raise ProviderError(f"bad DNS name {owner!r} in zone {zone!r}: {exc}",
+                            permanent=True) from None
     if not o.is_subdomain(z):
-        raise ProviderError(f"{owner} is not inside zone {zone}: check the endpoint's zone")
+        raise ProviderError(f"{owner} is not inside zone {zone}: check the endpoint's zone",
+                            permanent=True)
     try:
         t = dns.rdatatype.from_text(rtype)
     except dns.exception.DNSException:
@@ -286,6 +297,44 @@ class ProviderBase:
     def wait_applied(self, timeout: float) -> None:
         """`apply` returns only once the change is applied and confirmed: nothing left."""
 
+    def read_many(self, wanted: Sequence[tuple[str, str, str]]) -> list[RRset | ProviderError]:
+        """`read` for many (zone, owner, rtype) at once; a failure is returned in its place."""
+        out: list[RRset | ProviderError] = []
+        targets: list[Target | ProviderError] = []
+        for zone, owner, rtype in wanted:
+            try:
+                targets.append(self._target(zone, owner, rtype))
+            except ProviderError as exc:
+                targets.append(self._named(exc))
+        readable = [t for t in targets if isinstance(t, Target)]
+        got = iter(self._read_canonical_many(readable, [w[1] for w, t in zip(
+            wanted, targets, strict=True) if isinstance(t, Target)]))
+        for t in targets:
+            out.append(t if isinstance(t, ProviderError) else next(got))
+        return out
+
+    def apply_many(self, changes: Sequence[Change]) -> list[ProviderError | None]:
+        """`apply` for many changes: read all, check each, submit the changed ones together
+        (`_submit_many`: one RFC 2136 message carries many owners), re-read all, confirm each.
+        One result per change (None: applied or already in effect). Two changes of one RRset
+        go in successive batches, so each is checked against what the one before left."""
+        results: list[ProviderError | None] = [None] * len(changes)
+        layers: list[list[int]] = []
+        seen: dict[tuple[str, str, str], int] = {}
+        for i, c in enumerate(changes):
+            k = (c.zone.lower(), c.owner.lower(), c.rtype.upper())
+            depth = seen.get(k, 0)
+            seen[k] = depth + 1
+            if depth == len(layers):
+                layers.append([])
+            layers[depth].append(i)
+        for layer in layers:
+            for i, err in zip(layer, self._apply_batch([changes[i] for i in layer]),
+                              strict=True):
+                results[i] = err
+        return results
+
+
     @property
     def supports(self) -> Supports:
         """This instance's declaration (the class's SUPPORTS unless options change it)."""
@@ -295,7 +344,7 @@ class ProviderBase:
         t = target(zone, owner, rtype)
         if not self.supports.allows(t.rtype):
             raise ProviderError(f"{self.TYPE} does not support {t.rtype} records "
-                                f"(it supports {self.supports.describe()})")
+                                f"(it supports {self.supports.describe()})", permanent=True)
         return t
 
     def _read_canonical(self, t: Target, label: str) -> RRset:
@@ -345,6 +394,101 @@ class ProviderBase:
                 "of the change (see its log)"
             )
 
+    def _apply_batch(self, changes: Sequence[Change]) -> list[ProviderError | None]:
+        """`_apply` for changes of distinct RRsets."""
+        results: list[ProviderError | None] = [None] * len(changes)
+        todo: list[tuple[int, Target, Change]] = []
+        for i, change in enumerate(changes):
+            try:
+                t = self._target(change.zone, change.owner, change.rtype)
+                todo.append((i, t, self._canonical_change(change, t)))
+            except ProviderError as exc:
+                results[i] = self._named(exc)
+        currents = self._read_canonical_many([t for _i, t, _c in todo],
+                                             [c.owner for _i, _t, c in todo])
+        subs: list[tuple[int, Target, Change, Submission]] = []
+        for (i, t, change), current in zip(todo, currents, strict=True):
+            if isinstance(current, ProviderError):
+                results[i] = current
+                continue
+            try:
+                after = check_change(change, current)
+            except ProviderError as exc:
+                results[i] = self._named(exc)
+                continue
+            sub = Submission(t, change.ttl, current, after)
+            if after == current.rdatas and not sub.ttl_changes:
+                log.debug("%s: %s already in effect, nothing sent", self.name, change.describe())
+                continue
+            log.info("%s: updating %s", self.name, change.describe())
+            subs.append((i, t, change, sub))
+        if not subs:
+            return results
+        submitted: list[tuple[int, Target, Change, Submission]] = []
+        for item, outcome in zip(subs, self._submit_many([s for *_x, s in subs]), strict=True):
+            if isinstance(outcome, ProviderError):
+                results[item[0]] = self._named(outcome)
+                continue
+            if self.supports.needs_wait:
+                try:
+                    self._wait(outcome, self.wait_timeout)
+                except ProviderError as exc:
+                    results[item[0]] = self._named(exc)
+                    continue
+            submitted.append(item)
+        nows = self._read_canonical_many([t for _i, t, _c, _s in submitted],
+                                         [c.owner for _i, _t, c, _s in submitted])
+        for (i, t, change, sub), now in zip(submitted, nows, strict=True):
+            if isinstance(now, ProviderError):
+                results[i] = now
+            elif now.rdatas != sub.after or (sub.after and now.ttl != change.ttl):
+                results[i] = self._named(ProviderError(
+                    f"accepted the change of {change.owner} {t.rtype} but serves "
+                    f"{len(now.rdatas)} record(s) ttl {now.ttl} instead of {len(sub.after)} ttl "
+                    f"{change.ttl}: someone changed it again just now, or the backend ignored "
+                    "part of the change (see its log)"))
+        return results
+
+    def _read_canonical_many(self, targets: Sequence[Target], labels: Sequence[str]
+                             ) -> list[RRset | ProviderError]:
+        """`_read_canonical` of each target; a backend that can read many at once overrides
+        `_read_many`."""
+        out: list[RRset | ProviderError] = []
+        for t, label, raw in zip(targets, labels, self._read_many(targets), strict=True):
+            if isinstance(raw, ProviderError):
+                out.append(self._named(raw))
+                continue
+            ttl, texts = raw
+            try:
+                rdatas = frozenset(self._canonical_from_backend(t, text) for text in texts)
+            except ProviderError as exc:
+                out.append(self._named(exc))
+                continue
+            out.append(RRset(label, t.rtype, ttl if rdatas else None, rdatas))
+        return out
+
+    def _read_many(self, targets: Sequence[Target]
+                   ) -> list[tuple[int | None, Iterable[str]] | ProviderError]:
+        """`_read` of each target, one after the other (override to read many at once)."""
+        out: list[tuple[int | None, Iterable[str]] | ProviderError] = []
+        for t in targets:
+            try:
+                out.append(self._read(t))
+            except ProviderError as exc:
+                out.append(exc)
+        return out
+
+    def _submit_many(self, subs: Sequence[Submission]) -> list[object]:
+        """`_submit` of each submission (override to send many in one request); a failure is
+        returned as its ProviderError, success as `_submit`'s token."""
+        out: list[object] = []
+        for sub in subs:
+            try:
+                out.append(self._submit(sub))
+            except ProviderError as exc:
+                out.append(exc)
+        return out
+
     def _named(self, exc: ProviderError) -> ProviderError:
         message = " ".join(str(exc).split())
         for secret in self._secrets():
@@ -353,7 +497,7 @@ class ProviderBase:
         prefix = f"provider {self.name} ({self.TYPE}): "
         if not message.startswith(prefix):
             message = prefix + message
-        return ProviderError(message)
+        return ProviderError(message, permanent=exc.permanent)
 
 
 def load_provider_class(type_name: str) -> Any:

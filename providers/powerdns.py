@@ -179,7 +179,7 @@ class PowerDNSProvider(ProviderBase):
             raise ProviderError(
                 f"zone {t.zone} is a {doc.get('kind')} zone on {self.options.api_url}: its data "
                 "comes from its primary, so rollover must write there (configure the primary's "
-                "API)"
+                "API)", permanent=True
             )
         return doc
 

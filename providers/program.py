@@ -141,9 +141,9 @@ class ExecProvider(ProviderBase):
                 stderr=subprocess.PIPE, start_new_session=True, env=dict(os.environ),
             )
         except FileNotFoundError:
-            raise ProviderError(f"{self._shown}: command not found") from None
+            raise ProviderError(f"{self._shown}: command not found", permanent=True) from None
         except PermissionError:
-            raise ProviderError(f"{self._shown}: permission denied") from None
+            raise ProviderError(f"{self._shown}: permission denied", permanent=True) from None
         except OSError as exc:
             raise ProviderError(f"{self._shown} cannot be started: {exc.strerror}") from None
         try:

@@ -26,7 +26,8 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -63,6 +64,9 @@ ALGORITHMS: dict[str, dns.name.Name] = {
     "hmac-sha512": dns.tsig.HMAC_SHA512,
 }
 DEFAULT_ALGORITHM = "hmac-sha256"
+BATCH_OWNERS = 100  # owners per UPDATE message (RFC 2136: one zone, at most 64 KiB over TCP)
+MAX_UPDATE_BYTES = 60_000
+READ_CONNECTIONS = 8  # TCP reads in parallel when many RRsets are read at once
 TSIG_WEAK = ("hmac-sha1",)
 TSIG_REFUSED = ("hmac-md5", "hmac-md5.sig-alg.reg.int")
 _PREREQ_FAILED = {
@@ -214,22 +218,94 @@ class RFC2136Provider(ProviderBase):
 
     def _submit(self, sub: Submission) -> None:
         t = sub.target
-        zone, owner, rtype = dns.name.from_text(t.zone), dns.name.from_text(t.owner), t.rtype
+        zone = dns.name.from_text(t.zone)
         update = self._client.update_message(zone)
-        # Prerequisites: the RRset is still exactly what we just read.
-        if sub.before.rdatas:
-            update.present(owner, _rdataset(rtype, sub.before.rdatas))
-        else:
-            update.absent(owner, rtype)
-        if sub.ttl_changes:
-            update.delete(owner, rtype)
-            update.add(owner, _rdataset(rtype, sub.after, sub.ttl))
-        else:
-            for text in sorted(sub.remove):
-                update.delete(owner, parse_rdata(rtype, text, t.zone))
-            if sub.add:
-                update.add(owner, _rdataset(rtype, sub.add, sub.ttl))
-        self._client.send_update(update, zone, t.owner, rtype)
+        _add_to_update(update, sub)
+        self._client.send_update(update, zone, t.owner, t.rtype)
+
+    def _read_many(self, targets: Sequence[Target]
+                   ) -> list[tuple[int | None, Iterable[str]] | ProviderError]:
+        """Reads over READ_CONNECTIONS TCP connections at once."""
+        def one(t: Target) -> tuple[int | None, Iterable[str]] | ProviderError:
+            try:
+                return self._read(t)
+            except ProviderError as exc:
+                return exc
+
+        if len(targets) <= 1:
+            return [one(t) for t in targets]
+        with ThreadPoolExecutor(max_workers=min(READ_CONNECTIONS, len(targets))) as pool:
+            return list(pool.map(one, targets))
+
+    def _submit_many(self, subs: Sequence[Submission]) -> list[object]:
+        """One UPDATE message per zone for up to BATCH_OWNERS owners (and < 64 KiB): all
+        prerequisites and changes of the batch, applied by the server all or nothing. A batch
+        the server refuses on a prerequisite is sent again owner by owner, so each owner gets
+        its own verdict (someone else edited one of them)."""
+        out: list[object] = [None] * len(subs)
+        by_zone: dict[str, list[int]] = {}
+        for i, sub in enumerate(subs):
+            by_zone.setdefault(sub.target.zone, []).append(i)
+        for zone_text, members in by_zone.items():
+            for start in range(0, len(members), BATCH_OWNERS):
+                self._send_batch(zone_text, members[start:start + BATCH_OWNERS], subs, out)
+        return out
+
+    def _send_batch(self, zone_text: str, members: list[int], subs: Sequence[Submission],
+                    out: list[object]) -> None:
+        if len(members) == 1:
+            out[members[0]] = self._submit_one(subs[members[0]])
+            return
+        zone = dns.name.from_text(zone_text)
+        update = self._client.update_message(zone)
+        for i in members:
+            _add_to_update(update, subs[i])
+        if len(update.to_wire()) > MAX_UPDATE_BYTES:  # too big for one message: halve it
+            half = len(members) // 2
+            self._send_batch(zone_text, members[:half], subs, out)
+            self._send_batch(zone_text, members[half:], subs, out)
+            return
+        label = f"{len(members)} owners"
+        try:
+            self._client.send_update(update, zone, label, subs[members[0]].target.rtype)
+        except _PrerequisiteFailed:
+            for i in members:  # nothing was changed: find out whose RRset moved
+                out[i] = self._submit_one(subs[i])
+            return
+        except ProviderError as exc:
+            for i in members:
+                out[i] = exc
+            return
+        log.info("%s: one update for %d owners in zone %s", self.name, len(members), zone_text)
+
+    def _submit_one(self, sub: Submission) -> object:
+        try:
+            self._submit(sub)
+        except ProviderError as exc:
+            return exc
+        return None
+
+
+def _add_to_update(update: dns.update.UpdateMessage, sub: Submission) -> None:
+    """The prerequisite (the RRset is still exactly what we read) and the change of `sub`."""
+    t = sub.target
+    owner, rtype = dns.name.from_text(t.owner), t.rtype
+    if sub.before.rdatas:
+        update.present(owner, _rdataset(rtype, sub.before.rdatas))
+    else:
+        update.absent(owner, rtype)
+    if sub.ttl_changes:
+        update.delete(owner, rtype)
+        update.add(owner, _rdataset(rtype, sub.after, sub.ttl))
+    else:
+        for text in sorted(sub.remove):
+            update.delete(owner, parse_rdata(rtype, text, t.zone))
+        if sub.add:
+            update.add(owner, _rdataset(rtype, sub.add, sub.ttl))
+
+
+class _PrerequisiteFailed(ProviderError):
+    """The server refused an update on a prerequisite: nothing of it was applied."""
 
 
 def _rdataset(rtype: str, texts: Iterable[str], ttl: int = 0) -> dns.rdataset.Rdataset:
@@ -303,7 +379,7 @@ class _Client:
             self._fail(
                 f"{label} {rtype} changed on {self.where} between our read and our update "
                 f"(prerequisite failed: {_PREREQ_FAILED[rcode]}): someone else edited it "
-                "concurrently; nothing was changed, re-run to re-read"
+                "concurrently; nothing was changed, re-run to re-read", kind=_PrerequisiteFailed
             )
         if rcode == dns.rcode.REFUSED:
             self._fail(
@@ -356,10 +432,11 @@ class _Client:
             reason = exc.strerror or type(exc).__name__
             self._fail(f"cannot reach server {self.where} {what}: {reason}")
 
-    def _fail(self, message: str, *, permanent: bool = False) -> NoReturn:
+    def _fail(self, message: str, *, permanent: bool = False,
+              kind: type[ProviderError] = ProviderError) -> NoReturn:
         for secret in self._secrets:
             message = message.replace(secret, "<secret>")
-        raise ProviderError(" ".join(message.split()), permanent=permanent)
+        raise kind(" ".join(message.split()), permanent=permanent)
 
 
 _RCODE_HINT = {

@@ -37,6 +37,10 @@ from .base import ProviderBase, Submission, Supports, Target
 
 RETRY_CODES = ("Throttling", "ThrottlingException", "PriorRequestNotComplete",
                "RequestLimitExceeded", "ServiceUnavailable")
+# Retrying cannot heal these: credentials, permissions, a zone that is not there.
+PERMANENT_CODES = ("AccessDenied", "AccessDeniedException", "InvalidClientTokenId",
+                   "SignatureDoesNotMatch", "UnrecognizedClientException", "NoSuchHostedZone",
+                   "ExpiredToken", "InvalidSignatureException")
 
 
 @dataclass(frozen=True)
@@ -109,10 +113,11 @@ class Route53Provider(ProviderBase):
                     self._clock.sleep(delay)
                     delay *= 4
                     continue
-                raise ProviderError(f"Route 53 {op} {what}: {code}: {message[:300]}") from None
+                raise ProviderError(f"Route 53 {op} {what}: {code}: {message[:300]}",
+                                    permanent=code in PERMANENT_CODES) from None
             except NoCredentialsError:
                 raise ProviderError("no AWS credentials found (aws_profile, the environment or "
-                                    "an instance role provide them)") from None
+                                    "an instance role provide them)", permanent=True) from None
             except EndpointConnectionError:
                 raise ProviderError(f"cannot reach the Route 53 endpoint {what}") from None
             except BotoCoreError as exc:
@@ -143,11 +148,12 @@ class Route53Provider(ProviderBase):
             found = [z for z in found if z[1] == wanted]
         if not found:
             kind = {None: "", True: "private ", False: "public "}[wanted]
-            raise ProviderError(f"no {kind}hosted zone named {zone} in this AWS account")
+            raise ProviderError(f"no {kind}hosted zone named {zone} in this AWS account",
+                                permanent=True)
         if len(found) > 1:
             shown = ", ".join(f"{i} ({'private' if p else 'public'})" for i, p in found)
             raise ProviderError(f"several hosted zones are named {zone}: {shown}; set "
-                                "hosted_zone_id (or private_zone) to choose one")
+                                "hosted_zone_id (or private_zone) to choose one", permanent=True)
         self._zones[zone] = found[0][0]
         return found[0][0]
 
@@ -168,7 +174,7 @@ class Route53Provider(ProviderBase):
                 if "SetIdentifier" in rrs or "AliasTarget" in rrs:
                     raise ProviderError(f"{t.owner} {t.rtype} uses a routing policy or an "
                                         "alias in Route 53; rollover manages simple records "
-                                        "only")
+                                        "only", permanent=True)
                 ttl = int(rrs["TTL"])
                 values.extend(r["Value"] for r in rrs.get("ResourceRecords", []))
             if not page.get("IsTruncated"):

@@ -237,7 +237,7 @@ class ZoneFileProvider(ProviderBase):
         blank = re.sub(r";[^\n]*", lambda m: " " * len(m.group(0)), text)
         match = _SOA.search(blank)
         if match is None:
-            raise ProviderError(f"no SOA record with a serial found in {path}")
+            raise ProviderError(f"no SOA record with a serial found in {path}", permanent=True)
         old = int(match.group(1))
         new = next_serial(old, self.options.serial, SystemClock().now())
         log.info("%s: SOA serial of %s %d -> %d", self.name, path, old, new)

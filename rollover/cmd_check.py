@@ -4,6 +4,7 @@ client (RFC 7671/7672) would judge it?
 Chains: the live server (STARTTLS to every address x every algorithm) or a chain file (--chain).
 Records: the ones given with --tlsa, else the TLSA RRset that *every* authoritative nameserver
 serves (each server's RRset is judged on its own). One verdict line per chain x RRset.
+`--domain D` checks every MX host of a mail domain (rollover.domaincheck) with hygiene findings.
 """
 
 from __future__ import annotations
@@ -14,19 +15,28 @@ import json
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-
-from rollover import argtypes, dane, tlsa
+from rollover import argtypes, tlsa
+from rollover import nagios as nagios_out
 from rollover.clock import SystemClock
 from rollover.display import clip, printable
-from rollover.errors import ExitStatus, InputError, ObserveError, UsageError
+from rollover.errors import ExitStatus, InputError, ObserveError, RolloverError, UsageError
+from rollover.hostcheck import (
+    DEFAULT_ALGORITHMS,
+    ChainSource,
+    Outcome,
+    RecordSource,
+    dns_sources,
+    judge,
+    outcomes_json,
+    probe_all,
+    sources_json,
+)
 from rollover.model import Algorithm, Endpoint, TLSARecord
 
-DEFAULT_ALGORITHMS = (Algorithm.ECDSA_P256, Algorithm.RSA2048)
 DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"
 
 EPILOG = """\
@@ -37,9 +47,14 @@ examples:
   rollover check mail.example.nl --address 192.0.2.25 --tlsa "3 1 1 29c8...d084"
   rollover check mail.example.nl --chain /etc/postfix/new.pem --resolver 192.0.2.53
       a candidate chain file (leaf first) before installing it
+  rollover check --domain example.nl --resolver 192.0.2.53 --nagios -w 21 -c 7
+      every MX host (CNAMEs followed), every address and algorithm, DNSSEC from the root's
+      trust anchor down, zone hygiene; Nagios plugin output
+  rollover check mail.example.nl --port 587     (465, 143, 993: the port says the protocol)
 
 Exit status: 0 when every chain matches every RRset, 2 when one does not (or a probe or a
 nameserver failed), 64 bad arguments, 65/66 unreadable input, 78 bad configuration.
+--domain and --nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad input).
 Addresses and resolvers are IP addresses: the system resolver is never used.
 """
 
@@ -50,7 +65,9 @@ _HOST = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("host", help="mail server host name (the MX target)")
+    parser.add_argument("host", nargs="?", help="mail server host name (the MX target)")
+    parser.add_argument("--domain", metavar="DOMAIN",
+                        help="check every MX host of this mail domain instead of one HOST")
     parser.add_argument("--port", type=argtypes.integer(1, 65535), default=25,
                         help="TCP port (default 25)")
     parser.add_argument("--address", action="append", default=[], metavar="IP",
@@ -71,47 +88,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds per network step (default 10, at most 3600)")
     parser.add_argument("--tls", choices=("1.2", "1.3"), default="1.2",
                         help="TLS version used to force each algorithm (default 1.2)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-# --------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class ChainSource:
-    label: str  # "127.0.0.25:25 ecdsa-p256" or "file /path"
-    address: str | None
-    algorithm: str | None
-    chain: tuple[x509.Certificate, ...] = ()
-    error: str | None = None
-    protocol: str | None = None
-    cipher: str | None = None
-
-
-@dataclass(frozen=True)
-class RecordSource:
-    label: str  # "ns1.example.nl. (192.0.2.53)" or "--tlsa"
-    records: frozenset[TLSARecord] = frozenset()
-    error: str | None = None
-    server: str | None = None
-    address: str | None = None
-
-
-@dataclass
-class Outcome:
-    chain: ChainSource
-    verdicts: list[tuple[RecordSource, dane.Verdict | None]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return (self.chain.error is None and bool(self.verdicts)
-                and all(v is not None and v.matched for _, v in self.verdicts))
+    parser.add_argument("--json", action="store_true",
+                        help="machine-readable output (schemas/check-*.schema.json)")
+    parser.add_argument("--nagios", action="store_true",
+                        help="Nagios plugin output: status line with perfdata, exit 0/1/2/3")
+    parser.add_argument("-w", "--warning", type=nagios_out.days_threshold, default=21.0,
+                        metavar="DAYS", help="warn when a certificate expires within DAYS "
+                                             "(default 21; Nagios range N: accepted)")
+    parser.add_argument("-c", "--critical", type=nagios_out.days_threshold, default=7.0,
+                        metavar="DAYS", help="critical within DAYS (default 7)")
+    parser.add_argument("--trust-anchor", metavar="FILE", type=argtypes.path,
+                        help="DS/DNSKEY lines to validate DNSSEC from (default: the root key "
+                             "of dns-root-data, else the built-in root KSK DS)")
+    parser.add_argument("--prometheus", metavar="FILE", type=argtypes.path,
+                        help="with --domain: also write Prometheus metrics to FILE "
+                             "(textfile collector; atomic)")
+    parser.add_argument("--validating-resolver", metavar="IP",
+                        help="trust this validating resolver's AD bit instead of validating "
+                             "from a trust anchor")
 
 
 # --------------------------------------------------------------------------- run
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if not args.nagios:
+        return _run(args, env)
+    try:
+        return _run(args, env)
+    except RolloverError as exc:  # a plugin that cannot tell says UNKNOWN, in one line
+        print(nagios_out.plugin_output("DANE", ExitStatus.UNKNOWN, str(exc).split("\n")[0], ()))
+        return int(ExitStatus.UNKNOWN)
+
+
+def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.warning < args.critical:
+        raise UsageError(f"-w {args.warning:g} must not be below -c {args.critical:g} "
+                         "(days until expiry: warn first)")
+    if args.domain is not None:
+        return _run_domain(args)
+    if args.host is None:
+        raise UsageError("give a HOST to check, or --domain DOMAIN")
+    if args.trust_anchor or args.validating_resolver or args.prometheus:
+        raise UsageError("--trust-anchor, --validating-resolver and --prometheus go with "
+                         "--domain")
     host = _check_host(args.host)
     endpoint = Endpoint(host, _check_port(args.port))
     if args.timeout <= 0:
@@ -132,23 +152,21 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if chain_file is not None:
         chains = [chain_file]
     else:
-        chains = _probe_all(endpoint, addresses, algorithms, resolvers, dns_port, args)
+        chains = probe_all(endpoint, addresses, algorithms, resolvers, dns_port, args.timeout,
+                           args.tls)
     if given:
         sources = [RecordSource("--tlsa", frozenset(given))]
     else:
-        sources = _dns_sources(endpoint, resolvers, dns_port, dns_timeout)
+        sources, _obs = dns_sources(endpoint.owner, resolvers, dns_port, dns_timeout)
 
     now = SystemClock().now()
-    outcomes: list[Outcome] = []
-    for ch in chains:
-        out = Outcome(ch)
-        if ch.error is None:
-            for src in sources:
-                verdict = None if src.error else dane.match_chain(ch.chain, src.records, host, now)
-                out.verdicts.append((src, verdict))
-        outcomes.append(out)
+    outcomes = judge(chains, sources, host, now)
 
     ok = bool(outcomes) and all(o.ok for o in outcomes)
+    if args.nagios:
+        status, text = _host_nagios(endpoint, outcomes, ok, now, args)
+        print(text)
+        return int(status)
     if args.json:
         json.dump(_json(endpoint, outcomes, sources, ok), sys.stdout, indent=2)
         print()
@@ -217,57 +235,6 @@ def _resolvers(args: argparse.Namespace) -> tuple[list[str], int, float]:
     return list(config.resolver), config.dns.port, config.dns.timeout
 
 
-# --------------------------------------------------------------------------- chains and records
-
-
-def _probe_all(endpoint: Endpoint, addresses: list[str], algorithms: list[Algorithm],
-               resolvers: list[str], dns_port: int,
-               args: argparse.Namespace) -> list[ChainSource]:
-    from rollover.probe import ResolveError, parallel, probe_tls, resolve_addresses
-
-    if not addresses:
-        try:
-            addresses = resolve_addresses(endpoint.host, resolvers, port=dns_port,
-                                          timeout=args.timeout)
-        except ResolveError as exc:
-            return [ChainSource(endpoint.host, None, None, error=str(exc))]
-        if not addresses:
-            return [ChainSource(endpoint.host, None, None,
-                                error=f"{endpoint.host} has no A or AAAA record")]
-    jobs = [(a, alg) for a in addresses for alg in algorithms]
-    probes = parallel(
-        lambda job: probe_tls(job[0], endpoint.port, job[1], endpoint.host, args.timeout,
-                              args.tls),
-        jobs,
-    )
-    return [ChainSource(p.label, p.address, p.algorithm.value, p.chain, p.error, p.protocol,
-                        p.cipher) for p in probes]
-
-
-def _dns_sources(endpoint: Endpoint, resolvers: list[str], port: int,
-                 timeout: float) -> list[RecordSource]:
-    from rollover.observe import Observer
-
-    try:
-        obs = Observer(resolvers, port=port, timeout=timeout,
-                       clock=SystemClock()).observe(endpoint.owner)
-    except ObserveError as exc:
-        return [RecordSource("DNS", error=str(exc))]
-    sources: list[RecordSource] = []
-    for answer in obs.answers:
-        error = None if answer.ok else (answer.error or answer.rcode)
-        try:
-            records = frozenset(TLSARecord.from_text(r) for r in answer.records)
-        except ValueError as exc:  # a server's answer is untrusted: e.g. a 3 1 1 of 20 bytes
-            records, error = frozenset(), f"serves a malformed TLSA record: {exc}"
-        sources.append(RecordSource(answer.label, records, error, answer.server, answer.address))
-    for problem in obs.problems:
-        sources.append(RecordSource(f"zone {obs.zone}", error=problem))
-    if not sources:
-        sources.append(RecordSource("DNS", error=f"no authoritative server for {endpoint.owner}"))
-    return sources
-
-
 # --------------------------------------------------------------------------- output
 
 
@@ -293,48 +260,84 @@ def _print(endpoint: Endpoint, outcomes: list[Outcome]) -> None:
     say(f"{endpoint.owner} {summary}")
 
 
-def _leaf_info(chain: Sequence[x509.Certificate]) -> dict[str, Any] | None:
-    if not chain:
-        return None
-    leaf = chain[0]
-    alg = tlsa.algorithm_of(leaf)
-    return {
-        "subject": tlsa.name_text(leaf.subject),
-        "algorithm": alg.value if alg else None,
-        "not_after": leaf.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "tlsa_311": tlsa.tlsa_record(leaf, 3, 1, 1).to_text(),
-    }
-
-
 def _json(endpoint: Endpoint, outcomes: list[Outcome], sources: list[RecordSource],
           ok: bool) -> dict[str, Any]:
     return {
+        "$schema": "https://rollover.invalid/schemas/check-host.schema.json",
         "host": endpoint.host,
         "port": endpoint.port,
         "owner": endpoint.owner,
         "ok": ok,
-        "record_sources": [
-            {"label": s.label, "server": s.server, "address": s.address,
-             "records": sorted(r.to_text() for r in s.records), "error": s.error}
-            for s in sources
-        ],
-        "chains": [
-            {
-                "label": o.chain.label,
-                "address": o.chain.address,
-                "algorithm": o.chain.algorithm,
-                "ok": o.ok,
-                "error": o.chain.error,
-                "protocol": o.chain.protocol,
-                "cipher": o.chain.cipher,
-                "leaf": _leaf_info(o.chain.chain),
-                "chain": [tlsa.name_text(c.subject) for c in o.chain.chain],
-                "verdicts": [
-                    {"source": s.label, "ok": bool(v and v.matched), "error": s.error,
-                     "verdict": v.to_dict() if v else None}
-                    for s, v in o.verdicts
-                ],
-            }
-            for o in outcomes
-        ],
+        "record_sources": sources_json(sources),
+        "chains": outcomes_json(outcomes),
     }
+
+
+def _host_nagios(endpoint: Endpoint, outcomes: list[Outcome], ok: bool, now: datetime,
+                 args: argparse.Namespace) -> tuple[ExitStatus, str]:
+    chains = [o for o in outcomes if o.chain.error is None]
+    days = [(o.chain.chain[0].not_valid_after_utc - now).total_seconds() / 86400
+            for o in chains if o.chain.chain]
+    status = ExitStatus.OK if ok else ExitStatus.ERROR
+    soonest = min(days) if days else None
+    if status == ExitStatus.OK and soonest is not None and soonest < args.warning:
+        status = ExitStatus.ERROR if soonest < args.critical else ExitStatus.WARNING
+    perf = [nagios_out.Perf("chains", len(outcomes), minimum="0"),
+            nagios_out.Perf("chains_matching", sum(1 for o in outcomes if o.ok), minimum="0")]
+    if soonest is not None:
+        perf.append(nagios_out.Perf("days_to_expiry", round(soonest, 2),
+                                    warn=nagios_out.expiry_range(args.warning),
+                                    crit=nagios_out.expiry_range(args.critical)))
+    bad = [o for o in outcomes if not o.ok]
+    summary = (f"{endpoint.owner} all {len(outcomes)} chain(s) match" if not bad else
+               f"{endpoint.owner} {len(bad)} of {len(outcomes)} chain(s) do not match")
+    if soonest is not None:
+        summary += f", certificate expiry in {soonest:.1f} days"
+    details = [f"{o.chain.label}: " + (o.chain.error or "no match on " + ", ".join(
+        s.label for s, v in o.verdicts if v is None or not v.matched)) for o in bad]
+    return status, nagios_out.plugin_output("DANE", status, summary, perf, details)
+
+
+# --------------------------------------------------------------------------- --domain
+
+
+def _run_domain(args: argparse.Namespace) -> int:
+    from rollover import anchors, check_output
+    from rollover.domaincheck import Options, check_domain
+    from rollover.observe import Observer
+
+    domain = _check_host(args.domain)
+    if args.host is not None:
+        raise UsageError("give either a HOST or --domain, not both")
+    if args.address or args.chain or args.tlsa:
+        raise UsageError("--domain finds addresses and records itself: leave out --address, "
+                         "--chain and --tlsa")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout {args.timeout:g} must be positive")
+    validating = (_check_ip(args.validating_resolver, "--validating-resolver")
+                  if args.validating_resolver else None)
+    if validating and args.trust_anchor:
+        raise UsageError("give --trust-anchor or --validating-resolver, not both")
+    anchor = None if validating else anchors.load(args.trust_anchor)
+    resolvers, dns_port, dns_timeout = _resolvers(args)
+    algorithms = tuple(Algorithm(a) for a in dict.fromkeys(args.algorithm)) or DEFAULT_ALGORITHMS
+    opts = Options(port=_check_port(args.port), resolvers=tuple(resolvers), dns_port=dns_port,
+                   dns_timeout=dns_timeout, timeout=args.timeout, algorithms=algorithms,
+                   tls=args.tls, anchor=anchor, validating_resolver=validating,
+                   warn_days=args.warning, crit_days=args.critical)
+    clock = SystemClock()
+    try:
+        observer = Observer(resolvers, port=dns_port, timeout=dns_timeout, clock=clock)
+    except ObserveError as exc:
+        raise UsageError(str(exc)) from None
+    report = check_domain(domain, opts, observer, clock.now())
+    if args.prometheus:
+        from rollover.metrics import write_domain
+
+        write_domain(report, args.prometheus)
+    if args.nagios:
+        status, text = check_output.nagios(report, args.warning, args.critical)
+        print(text)
+        return int(status)
+    print(check_output.to_json(report) if args.json else check_output.text(report))
+    return int(check_output.exit_status(report))

@@ -7,15 +7,14 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 
 from rollover import argtypes, logsetup, report
 from rollover.clock import Clock, SystemClock
 from rollover.config import Config, load_config
-from rollover.display import printable
-from rollover.errors import ExitStatus
-from rollover.report import SlotReport
+from rollover.errors import ExitStatus, RolloverError, UsageError
+from rollover.nagios import days_threshold, plugin_output
+from rollover.progress_view import LiveView, PlainLines
 from rollover.wiring import build_engine
 
 DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"
@@ -38,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--max-wait", type=argtypes.seconds(366 * 86400, zero=True),
                             default=86400.0, metavar="SECONDS",
                             help="with --wait: give up waiting after this long (default 1 day)")
+        parser.add_argument("--only", action="append", metavar="HOST",
+                            help="advance only the endpoints of HOST (repeatable)")
     if command in ("status", "plan"):
         parser.add_argument("--json", action="store_true", help="machine-readable output")
     if command == "status":
@@ -45,6 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="one line, exit 0 OK / 1 WARNING / 2 CRITICAL / 3 UNKNOWN")
         parser.add_argument("--no-observe", action="store_true",
                             help="show the stored state only; ask no nameserver")
+        parser.add_argument("-w", "--warning", type=days_threshold, default=21.0,
+                            metavar="DAYS", help="--nagios: warn when a certificate expires "
+                                                 "within DAYS (default 21)")
+        parser.add_argument("--critical", type=days_threshold, default=7.0, metavar="DAYS",
+                            help="--nagios: critical within DAYS (default 7; -c is --config)")
+        parser.add_argument("--prometheus", metavar="FILE", type=argtypes.path,
+                            help="also write Prometheus metrics to FILE (textfile collector; "
+                                 "atomic)")
 
 
 def load(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
@@ -58,15 +67,32 @@ def load(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = None) -> int:
+    if args.command == "status" and args.nagios:
+        try:
+            return _run(args, env, clock)
+        except RolloverError as exc:  # a plugin that cannot tell says UNKNOWN, in one line
+            print(plugin_output("ROLLOVER", ExitStatus.UNKNOWN, str(exc).split("\n")[0], ()))
+            return ExitStatus.UNKNOWN
+    return _run(args, env, clock)
+
+
+def _run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
     config = load(args, env)
     command = args.command
     if command == "run":
+        if args.only:
+            config = only(config, args.only)
         engine = build_engine(config, clock)
         quiet = getattr(args, "quiet", False)
-        progress = None if quiet else _progress if sys.stderr.isatty() else _progress_lines
-        reports = engine.run(roll=args.roll, resume=args.resume, wait=args.wait,
-                             max_wait=args.max_wait, progress=progress)
+        view = (None if quiet else LiveView(sys.stderr, clock) if sys.stderr.isatty()
+                else PlainLines(sys.stderr))
+        try:
+            reports = engine.run(roll=args.roll, resume=args.resume, wait=args.wait,
+                                 max_wait=args.max_wait, progress=view)
+        finally:
+            if view is not None:
+                view.close()
         if not quiet or any(r.done or r.error for r in reports):  # cron: only on a change
             print(report.text(reports, clock.now()))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
@@ -85,23 +111,24 @@ def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = 
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
     reports = engine.status(observe=not args.no_observe)
     now = clock.now()
+    if args.prometheus:
+        from rollover.metrics import write_status
+
+        write_status(reports, now, args.prometheus)
     if args.nagios:
-        status, line = report.nagios(reports, now)
+        status, line = report.nagios(reports, now, args.warning, args.critical)
         print(line)
         return status
     print(report.to_json(reports, now) if args.json else report.text(reports, now))
     return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
 
 
-def _progress(reports: list[SlotReport], wake: datetime) -> None:
-    now = SystemClock().now()
-    waiting = "; ".join(f"{r.slot}: {r.reason}" for r in reports if r.wake_at)
-    left = max(0.0, (wake - now).total_seconds())
-    sys.stderr.write(f"\r\033[K[{left:5.1f}s] {printable(waiting[:150])}")
-    sys.stderr.flush()
-
-
-def _progress_lines(reports: list[SlotReport], wake: datetime) -> None:
-    for r in reports:
-        if r.wake_at:
-            print(printable(f"rollover: {r.slot}: {r.reason}"), file=sys.stderr)
+def only(config: Config, hosts: list[str]) -> Config:
+    """The config reduced to the endpoints of `hosts` (the other slots' state stays as is)."""
+    wanted = {h.lower().rstrip(".") for h in hosts}
+    unknown = wanted - {ep.host for ep in config.endpoints}
+    if unknown:
+        raise UsageError(f"--only {sorted(unknown)[0]}: no endpoint of that name in "
+                         f"{config.path}")
+    return dataclasses.replace(
+        config, endpoints=tuple(ep for ep in config.endpoints if ep.host in wanted))

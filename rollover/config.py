@@ -66,6 +66,7 @@ class ConfigFileError(ConfigError):
 class DnsOptions:
     timeout: float = 2.0  # seconds per query
     port: int = 53
+    in_flight: int = 32  # queries outstanding at once per nameserver address (one round)
 
 
 @dataclass(frozen=True)
@@ -347,12 +348,14 @@ class _Builder:
         return addrs
 
     def _dns(self, top: Section) -> DnsOptions:
-        sec = top.section("dns", ("timeout", "port"))
+        sec = top.section("dns", ("timeout", "port", "in_flight"))
         if sec is None:
             return DnsOptions()
         return DnsOptions(
             timeout=sec.get_float("timeout", 2.0, hi=60),
             port=sec.get_int("port", 53, lo=1, hi=65535) or 53,
+            in_flight=sec.get_int("in_flight", DnsOptions.in_flight, lo=1, hi=1024)
+            or DnsOptions.in_flight,
         )
 
     def _acme(self, top: Section) -> AcmeConfig | None:
@@ -763,4 +766,5 @@ class _Builder:
                     f"{key_path} is also the key of {other[0]} (line {other[1]}); the DANE how-to "
                     "advises one key per MX host",
                 )
+
 

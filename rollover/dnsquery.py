@@ -1,5 +1,9 @@
 """One DNS query to one explicit address: UDP, then TCP when the answer is truncated.
 
+`query_wave` asks many questions at once: one non-blocking UDP socket per server address, a bound
+on the queries in flight per address, answers matched by id and question, truncated answers
+asked again over TCP.
+
 Never uses the system resolver: every query goes to an address the caller names. Failures do not
 raise; they come back as a `Reply` with a pseudo rcode ("TIMEOUT", "UNREACHABLE", "BADREPLY") and
 an operator-readable `error`, so a round over many servers can report each one.
@@ -7,6 +11,12 @@ an operator-readable `error`, so a round over many servers can report each one.
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import selectors
+import socket
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dns.exception
@@ -63,3 +73,178 @@ def query(address: str, qname: dns.name.Name | str, rdtype: str | dns.rdatatype.
     except dns.exception.DNSException as exc:
         return Reply("BADREPLY", error=f"bad reply: {exc}")
     return Reply(dns.rcode.to_text(response.rcode()), message=response, tcp=tcp)
+
+
+# --- many queries at once ----------------------------------------------------------------------
+
+DEFAULT_IN_FLIGHT = 32  # queries outstanding at once per server address (see README, "dns")
+TCP_WORKERS = 8  # truncated answers are asked again over TCP, this many at a time
+RECV_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True)
+class Question:
+    """One query of a wave: `rdtype` `qname` asked of `address`."""
+
+    address: str
+    qname: dns.name.Name
+    rdtype: dns.rdatatype.RdataType
+    recursion: bool = False
+    dnssec: bool = True
+
+
+@dataclass
+class _Sent:
+    index: int
+    message: dns.message.Message
+    deadline: float
+
+
+class _Server:
+    """One non-blocking UDP socket to one server address; its queue and what is in flight."""
+
+    def __init__(self, address: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+        self.target = (address, port)
+        self.queue: collections.deque[int] = collections.deque()
+        self.flight: dict[int, _Sent] = {}
+        self.dead: str | None = None  # why every query to it fails at once (port closed)
+        try:
+            self.sock.connect(self.target)  # connected: ICMP port-unreachable comes back to us
+        except OSError as exc:
+            self.dead = f"unreachable: {exc.strerror or exc}"
+
+
+def query_wave(questions: Sequence[Question], *, port: int = 53, timeout: float = 2.0,
+               in_flight: int = DEFAULT_IN_FLIGHT,
+               monotonic: Callable[[], float]) -> list[Reply]:
+    """Every question asked at once over UDP (at most `in_flight` outstanding per server
+    address), truncated answers again over TCP. Replies in the order of `questions`; failures
+    are Replies like `query`'s (TIMEOUT, UNREACHABLE, BADREPLY), never exceptions."""
+    replies: list[Reply | None] = [None] * len(questions)
+    servers: dict[str, _Server] = {}
+    truncated: list[int] = []
+    for i, q in enumerate(questions):
+        srv = servers.get(q.address)
+        if srv is None:
+            srv = servers[q.address] = _Server(q.address, port)
+        srv.queue.append(i)
+    selector = selectors.DefaultSelector()
+    try:
+        for srv in servers.values():
+            if srv.dead is None:
+                selector.register(srv.sock, selectors.EVENT_READ, srv)
+        while True:
+            now = monotonic()
+            for srv in servers.values():
+                _fill(srv, questions, replies, now + timeout, max(1, in_flight))
+                _expire(srv, replies, now, timeout)
+            busy = [s for s in servers.values() if s.flight or (s.queue and s.dead is None)]
+            if not busy:
+                break
+            deadlines = [s.deadline for srv in busy for s in srv.flight.values()]
+            wait = max(0.0, min(deadlines) - monotonic()) if deadlines else 0.0
+            for key, _events in selector.select(wait):
+                _receive(key.data, replies, truncated)
+        for srv in servers.values():
+            for i in srv.queue:  # a server found dead with questions still queued
+                replies[i] = Reply("UNREACHABLE", error=srv.dead or "unreachable")
+    finally:
+        selector.close()
+        for srv in servers.values():
+            srv.sock.close()
+    if truncated:
+        with ThreadPoolExecutor(max_workers=min(TCP_WORKERS, len(truncated))) as pool:
+            done = pool.map(lambda i: _tcp(questions[i], port, timeout), truncated)
+            for i, reply in zip(truncated, done, strict=True):
+                replies[i] = reply
+    out = [r for r in replies if r is not None]
+    assert len(out) == len(questions)
+    return out
+
+
+def _fill(srv: _Server, questions: Sequence[Question], replies: list[Reply | None],
+          deadline: float, bound: int) -> None:
+    while srv.queue and srv.dead is None and len(srv.flight) < bound:
+        i = srv.queue.popleft()
+        q = questions[i]
+        msg = make_query(q.qname, q.rdtype, recursion=q.recursion, dnssec=q.dnssec)
+        while msg.id in srv.flight:
+            msg.id = (msg.id + 1) & 0xFFFF
+        try:
+            srv.sock.send(msg.to_wire())
+        except ConnectionRefusedError:
+            _kill(srv, replies, "connection refused")
+            replies[i] = Reply("UNREACHABLE", error="connection refused")
+            return
+        except BlockingIOError:
+            srv.queue.appendleft(i)  # the socket buffer is full: try again on the next pass
+            return
+        except OSError as exc:
+            replies[i] = Reply("UNREACHABLE", error=f"unreachable: {exc.strerror or exc}")
+            continue
+        srv.flight[msg.id] = _Sent(i, msg, deadline)
+
+
+def _expire(srv: _Server, replies: list[Reply | None], now: float, timeout: float) -> None:
+    for qid in [qid for qid, s in srv.flight.items() if s.deadline <= now]:
+        sent = srv.flight.pop(qid)
+        replies[sent.index] = Reply("TIMEOUT", error=f"no answer within {timeout:g}s (timeout)")
+
+
+def _kill(srv: _Server, replies: list[Reply | None], why: str) -> None:
+    srv.dead = why
+    for sent in srv.flight.values():
+        replies[sent.index] = Reply("UNREACHABLE", error=why)
+    srv.flight.clear()
+
+
+def _receive(srv: _Server, replies: list[Reply | None], truncated: list[int]) -> None:
+    while True:
+        try:
+            wire = srv.sock.recv(65535)
+        except BlockingIOError:
+            return
+        except ConnectionRefusedError:
+            _kill(srv, replies, "connection refused")
+            return
+        except OSError as exc:
+            _kill(srv, replies, f"unreachable: {exc.strerror or exc}")
+            return
+        if len(wire) < 2:
+            continue
+        sent = srv.flight.get(int.from_bytes(wire[:2], "big"))
+        if sent is None:
+            continue  # late, duplicate or not ours
+        try:
+            response = dns.message.from_wire(wire)
+        except dns.exception.DNSException as exc:
+            del srv.flight[sent.message.id]
+            replies[sent.index] = Reply("BADREPLY", error=f"bad reply: {exc}")
+            continue
+        if not sent.message.is_response(response):
+            continue  # same id, another question: not the answer to ours
+        del srv.flight[sent.message.id]
+        if response.flags & dns.flags.TC:
+            truncated.append(sent.index)
+            continue
+        replies[sent.index] = Reply(dns.rcode.to_text(response.rcode()), message=response)
+
+
+def _tcp(q: Question, port: int, timeout: float) -> Reply:
+    msg = make_query(q.qname, q.rdtype, recursion=q.recursion, dnssec=q.dnssec)
+    try:
+        response = dns.query.tcp(msg, q.address, timeout=timeout, port=port)
+    except dns.exception.Timeout:
+        return Reply("TIMEOUT", error=f"no answer within {timeout:g}s over TCP (timeout)")
+    except ConnectionRefusedError:
+        return Reply("UNREACHABLE", error="connection refused (TCP, after a truncated answer)")
+    except OSError as exc:
+        return Reply("UNREACHABLE", error=f"unreachable: {exc.strerror or exc}")
+    except (dns.exception.DNSException, EOFError) as exc:
+        return Reply("BADREPLY", error=f"bad reply: {exc}")
+    return Reply(dns.rcode.to_text(response.rcode()), message=response, tcp=True)

@@ -1,21 +1,33 @@
-"""The loop: load state, observe, step, act, persist after every action, until the machine waits.
+"""The loop: load state, observe, step, act, persist, until the machine waits.
 
-The engine owns no policy: `rollover.machine` decides, the engine carries out one action at a
-time through the edges (providers, observer, key store, certificate source, installer, prober)
-and feeds the outcome back. State is saved after every step and every action, under the lock,
-so `kill -9` at any instant leaves a state from which the next run resumes.
+The engine owns no policy: `rollover.machine` decides, the engine carries out the actions
+through the edges (providers, observer, key store, certificate source, installer, prober) and
+feeds the outcomes back. It works in rounds over every slot at once:
+
+1. observe every owner that needs a look in one wave (`Observer.observe_many`);
+2. step each slot on it; actions that change nothing the observation saw (staging a key,
+   looking at the live server, an order, ARI) are executed at once and the slot steps again on
+   the same observation; publishes are collected;
+3. save the state once (the batch of actions just executed), then apply the publishes of
+   every slot together (`apply_many`: one RFC 2136 message carries many owners), save again;
+4. slots that acted, or whose phase moved on, get a fresh observation in the next round.
+
+State is saved after every batch, under the lock; every action is idempotent on a retry (key
+ids are derived from the state, a publish already in effect sends nothing), so `kill -9` at any
+instant leaves a state from which the next run resumes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from rollover import machine as m
-from rollover import tlsa
+from rollover import registry, spool, tlsa
 from rollover.config import Config, EndpointConfig
 from rollover.edges import (  # re-exported: plugins import the edge types from here too
     CertSource,
@@ -27,9 +39,19 @@ from rollover.edges import (  # re-exported: plugins import the edge types from 
     Verifier,
 )
 from rollover.errors import ObserveError, ProviderError, StateError
-from rollover.executors import DRY, REAL, Executor, Unknowable
+from rollover.executors import (
+    DRY,
+    DRY_BATCH,
+    REAL,
+    REAL_BATCH,
+    BatchExecutor,
+    Executor,
+    Unknowable,
+)
 from rollover.model import Observation, SlotId
+from rollover.observe import Want
 from rollover.report import SlotReport
+from rollover.state import StateConflict
 
 __all__ = ["CertSource", "Edges", "Engine", "Installer", "IssuedCert", "ObserverEdge", "Prober",
            "Verifier", "policy_for"]
@@ -37,6 +59,28 @@ __all__ = ["CertSource", "Edges", "Engine", "Installer", "IssuedCert", "Observer
 log = logging.getLogger("rollover.engine")
 
 MAX_ACTIONS_PER_SLOT = 64  # a run that wants more than this is looping: stop and say so
+MAX_CONFLICTS = 3  # lost compare-and-swaps on a shared store before the run gives up
+# Outcomes after which the observation the machine decided on still describes the world: the
+# slot steps on with it in the same round. Any other outcome waits for the next round's look.
+KEEPS_OBSERVATION: tuple[type[m.Event], ...] = (m.KeyStaged, m.LiveSeen, m.CertIssued,
+                                                m.AriChecked, m.KeyDropped)
+
+
+@dataclass
+class _Slot:
+    """One slot during a run: its endpoint, state, what was done, and its report once final."""
+
+    ep: EndpointConfig
+    slot: SlotId
+    st: m.SlotState
+    done: list[str] = field(default_factory=list)
+    actions: int = 0
+    report: SlotReport | None = None
+    dirty: bool = False
+
+    def finish(self, reason: str, action: str | None = None, wake_at: datetime | None = None,
+               error: str | None = None) -> None:
+        self.report = SlotReport(self.slot, self.st, reason, action, wake_at, self.done, error)
 
 
 def config_id(config: Config) -> str:
@@ -63,7 +107,19 @@ def policy_for(endpoint: EndpointConfig, config_digest: str = "") -> m.Policy:
         issuer_pins=frozenset(endpoint.issuer_pins),
         max_records=endpoint.max_records,
         config_id=config_digest,
+        external_source=_external(endpoint),
     )
+
+
+def _external(endpoint: EndpointConfig) -> str:
+    """Who decides the key when the source is external (certbot, files); "" for ACME."""
+    if endpoint.certificate is None:
+        return ""
+    try:
+        plugin = registry.find("source", endpoint.certificate.source)
+    except registry.PluginError:
+        return ""  # refused when the config loaded; nothing to build here
+    return str(getattr(plugin, "EXTERNAL", ""))
 
 
 class Engine:
@@ -73,6 +129,7 @@ class Engine:
         self.clock = edges.clock
         self.config_id = config_id(config)
         self._zones: dict[str, str] = {}
+        self._zone_errors: dict[str, ObserveError] = {}
 
     # --- state document ------------------------------------------------------------------------
 
@@ -104,9 +161,57 @@ class Engine:
         if endpoint.zone:
             return endpoint.zone if endpoint.zone.endswith(".") else endpoint.zone + "."
         owner = endpoint.endpoint.owner
+        if owner in self._zone_errors:
+            raise self._zone_errors[owner]
         if owner not in self._zones:
             self._zones[owner] = self.edges.observer.find_zone(owner)
         return self._zones[owner]
+
+    def _find_zones(self, endpoints: Sequence[EndpointConfig]) -> None:
+        """The zones of all endpoints without a configured zone, in one wave."""
+        owners = [ep.endpoint.owner for ep in endpoints if not ep.zone
+                  and ep.endpoint.owner not in self._zones
+                  and ep.endpoint.owner not in self._zone_errors]
+        find_zones = getattr(self.edges.observer, "find_zones", None)
+        if not owners or find_zones is None:
+            return
+        for owner, zone in find_zones(owners).items():
+            if isinstance(zone, ObserveError):
+                self._zone_errors[owner] = zone
+            else:
+                self._zones[owner] = zone
+
+    def observe_all(self, endpoints: Sequence[EndpointConfig]
+                    ) -> dict[str, Observation | ObserveError]:
+        """One observation round for all `endpoints`, by owner: one wave when the observer
+        can (`observe_many`), else one owner after the other."""
+        self._find_zones(endpoints)
+        out: dict[str, Observation | ObserveError] = {}
+        wants: list[Want] = []
+        keys: list[str] = []
+        for ep in endpoints:
+            key = _owner_key(ep)
+            if key in out or key in keys:
+                continue
+            try:
+                wants.append(Want(ep.endpoint.owner, "TLSA", self.zone_of(ep),
+                                  tuple(ep.extra_nameservers)))
+                keys.append(key)
+            except ObserveError as exc:
+                out[key] = exc
+        many = getattr(self.edges.observer, "observe_many", None)
+        if many is not None:
+            results: list[Observation | ObserveError] = many(wants)
+        else:
+            results = []
+            for w in wants:
+                try:
+                    results.append(self.edges.observer.observe(w.owner, w.rtype, w.zone,
+                                                               w.extra))
+                except ObserveError as exc:
+                    results.append(exc)
+        out.update(zip(keys, results, strict=True))
+        return out
 
     def observe(self, endpoint: EndpointConfig) -> Observation:
         return self.edges.observer.observe(
@@ -137,17 +242,34 @@ class Engine:
         with self.edges.store.lock():
             doc = self._load()
             self._check_providers()
+            changed = False  # the operator's asks, all in one write
             for _, slot in self.slots():
-                st = self._slot_state(doc, slot)
+                st = new = self._slot_state(doc, slot)
                 if resume and st.stopped is not None:
                     log.info("%s: resumed by the operator (was stopped: %s)", slot, st.stopped)
-                    st = m.resume(st)
-                    self._save(doc, st)
-                if roll and not st.roll_requested:
-                    self._save(doc, m.request_roll(st))
+                    new = m.resume(new)
+                if roll and not new.roll_requested:
+                    new = m.request_roll(new)
+                if new is not st:
+                    doc["slots"][slot.key] = m.slot_to_dict(new)
+                    changed = True
+            if changed:
+                self.edges.store.save(doc)
             deadline = self.clock.now() + timedelta(seconds=max_wait)
+            conflicts = 0
             while True:
-                reports = [self._advance(doc, ep, slot, REAL) for ep, slot in self.slots()]
+                self._pick_up_spool(doc)
+                try:
+                    reports = self._rounds(doc, REAL, REAL_BATCH, persist=True)
+                except StateConflict:
+                    # A shared store was written by another host: what we decided on is
+                    # stale. Re-read and plan again (every action is idempotent on a retry).
+                    conflicts += 1
+                    if conflicts > MAX_CONFLICTS:
+                        raise
+                    log.warning("the shared state changed under us; re-reading (%d)", conflicts)
+                    doc = self._load()
+                    continue
                 now = self.clock.now()
                 wakes = [r.wake_at for r in reports if r.wake_at is not None]
                 if not wait or not wakes or any(r.error for r in reports):
@@ -159,50 +281,69 @@ class Engine:
                     progress(reports, wake)
                 self.clock.sleep(max(0.05, (wake - now).total_seconds()))
 
-    def _check_providers(self) -> None:
-        """Read each endpoint's RRset through its provider before changing anything, so bad
-        credentials fail the run before a single key is generated or state written."""
+    def _pick_up_spool(self, doc: dict[str, Any]) -> None:
+        """What deploy hooks left while no run held the lock (or while this one did): the
+        slots of those endpoints look at their source on their next step."""
+        spooled = spool.read(self.edges.store.state_dir)
+        for ep, slot in self.slots():
+            entry = spooled.get(str(ep.endpoint))
+            if entry is not None:
+                log.info("%s: %s", slot, entry.describe())
+                self._save(doc, m.source_changed(self._slot_state(doc, slot)))
         for ep in self.config.endpoints:
-            provider = self.edges.providers[ep.provider]
+            if str(ep.endpoint) in spooled:
+                spool.remove(self.edges.store.state_dir, spooled[str(ep.endpoint)])
+
+    def _check_providers(self) -> None:
+        """Read one RRset per provider and zone before changing anything, so bad credentials
+        fail the run before a single key is generated or state written."""
+        self._find_zones(self.config.endpoints)
+        checked: set[tuple[str, str]] = set()
+        for ep in self.config.endpoints:
             try:
                 zone = self.zone_of(ep)
             except ObserveError:
-                continue  # reported per slot by _advance
-            provider.read(zone, ep.endpoint.owner, "TLSA")
+                continue  # reported per slot by the round
+            if (ep.provider, zone) in checked:
+                continue
+            checked.add((ep.provider, zone))
+            self.edges.providers[ep.provider].read(zone, ep.endpoint.owner, "TLSA")
 
     def plan(self) -> list[SlotReport]:
-        """What `run` would do now, per slot: the same loop with executors that record instead
-        of act (rollover.executors.DRY). Reads state, DNS and the live servers; writes nothing."""
+        """What `run` would do now, per slot: the same rounds with executors that record
+        instead of act (rollover.executors.DRY). Reads state, DNS and the live servers; writes
+        nothing."""
         doc = self._load()
-        reports = []
-        for ep, slot in self.slots():
-            stored = self._slot_state(doc, slot)  # keys a dry run "staged" have no file
-            report = self._advance(doc, ep, slot, DRY, persist=False)
+        reports = self._rounds(doc, DRY, DRY_BATCH, persist=False)
+        for report in reports:
+            stored = self._slot_state(doc, report.slot)  # keys a dry run "staged" have no file
             report.error = report.error or self._key_problem(stored)
-            reports.append(report)
         return reports
 
     def status(self, observe: bool = True) -> list[SlotReport]:
-        """The stored state of every slot, with a fresh observation when `observe`."""
+        """The stored state of every slot, with a fresh observation (one wave) when
+        `observe`."""
         doc = self._load()
+        items = list(self.slots())
+        seen = self.observe_all([ep for ep, _ in items]) if observe else {}
         reports = []
-        for ep, slot in self.slots():
+        for ep, slot in items:
             st = self._slot_state(doc, slot)
             obs: Observation | None = None
             if observe:
-                try:
-                    obs = self.observe(ep)
-                except ObserveError as exc:
-                    reports.append(SlotReport(slot, st, f"cannot observe: {exc}", error=str(exc)))
+                got = seen[_owner_key(ep)]
+                if isinstance(got, ObserveError):
+                    reports.append(SlotReport(slot, st, f"cannot observe: {got}", error=str(got)))
                     continue
+                obs = got
             r = m.step(st, obs, policy_for(ep, self.config_id), self.clock.now())
             report = SlotReport(slot, r.state, r.reason,
                                 r.action.describe() if r.action else None, r.wake_at)
             if observe and self.edges.prober is not None and ep.certificate is not None:
                 report.live = self._live(ep, r.state)
-            report.error = report.error or self._key_problem(st)
             if r.state.stopped is not None:
                 report.error = report.error or r.reason
+            report.error = report.error or self._key_problem(st)
             reports.append(report)
         return reports
 
@@ -238,83 +379,158 @@ class Engine:
                          + ", ".join(verdicts))
         return lines
 
-    # --- the loop for one slot ---------------------------------------------------------------
+    # --- the rounds ----------------------------------------------------------------------------
 
-    def _advance(self, doc: dict[str, Any], ep: EndpointConfig, slot: SlotId,
-                 executors: dict[type[m.Action], Executor], *,
-                 persist: bool = True) -> SlotReport:
-        """Observe, step, execute, apply, persist: until the machine waits. `plan` runs this
-        very loop with dry executors and `persist=False`."""
-        policy = policy_for(ep, self.config_id)
-        st = self._slot_state(doc, slot)
-        done: list[str] = []
+    def _rounds(self, doc: dict[str, Any], executors: dict[type[m.Action], Executor],
+                batches: dict[type[m.Action], BatchExecutor], *,
+                persist: bool) -> list[SlotReport]:
+        """Observe, step, execute, apply, persist, round after round, until every slot waits.
+        `plan` runs these very rounds with dry executors and `persist=False`."""
+        slots = [_Slot(ep, slot, self._slot_state(doc, slot)) for ep, slot in self.slots()]
+        active = slots
+        while active:
+            seen = self.observe_all([s.ep for s in active])
+            again: list[_Slot] = []
+            queued: dict[type[m.Action], list[tuple[_Slot, m.Action, m.StepResult]]] = {}
+            for s in active:
+                got = seen[_owner_key(s.ep)]
+                if isinstance(got, ObserveError):
+                    s.finish(f"cannot observe: {got}", error=str(got))
+                    continue
+                step = self._steps(s, got, executors, batches, persist)
+                if step is None:
+                    again.append(s)
+                elif step.action is not None and s.report is None:
+                    queued.setdefault(type(step.action), []).append((s, step.action, step))
+            self._persist(doc, slots, persist)
+            for kind, items in queued.items():
+                again.extend(self._batch(batches[kind], items, persist))
+            if queued:
+                self._persist(doc, slots, persist)
+            active = [s for s in again if s.report is None]
+        out = []
+        for s in slots:
+            assert s.report is not None
+            out.append(s.report)
+        return out
+
+    def _persist(self, doc: dict[str, Any], slots: list[_Slot], persist: bool) -> None:
+        """One atomic write for every slot changed since the last one (nothing when dry)."""
+        changed = [s for s in slots if s.dirty]
+        if not persist or not changed:
+            return
+        for s in changed:
+            doc["slots"][s.slot.key] = m.slot_to_dict(s.st)
+            s.dirty = False
+        self.edges.store.save(doc)
+
+    def _steps(self, s: _Slot, obs: Observation, executors: dict[type[m.Action], Executor],
+               batches: dict[type[m.Action], BatchExecutor], persist: bool
+               ) -> m.StepResult | None:
+        """Step one slot on this round's observation, executing at once the actions whose
+        outcome leaves the observation valid. Returns the step whose action waits for the
+        batch, or None when the slot needs a fresh observation; else the slot is finished
+        (`s.report`)."""
+        policy = policy_for(s.ep, self.config_id)
         would = "" if persist else "would "
-
-        def save(state: m.SlotState) -> None:
-            if persist:
-                self._save(doc, state)
-
-        for _ in range(MAX_ACTIONS_PER_SLOT):
-            try:
-                obs = self.observe(ep)
-            except ObserveError as exc:
-                return SlotReport(slot, st, f"cannot observe: {exc}", None, None, done, str(exc))
+        observation: Observation | None = obs
+        while True:
+            if s.actions >= MAX_ACTIONS_PER_SLOT:
+                s.finish("stopped: too many actions in one run (a loop?)",
+                         error="too many actions")
+                return m.StepResult(s.st, None, None, "")
             now = self.clock.now()
-            result = m.step(st, obs, policy, now)
-            st = result.state
-            save(st)
+            result = m.step(s.st, observation, policy, now)
+            observation = None  # absorbed: further steps this round decide on the same look
+            s.st, s.dirty = result.state, True
             if result.transition:
-                log.info("%s: %s (%s)", slot, result.transition, result.reason)
+                log.info("%s: %s (%s)", s.slot, result.transition, result.reason)
             if result.action is None:
                 if result.wake_at is not None and result.wake_at <= now:
-                    continue  # the phase moved on without an action: look again at once
-                log.info("%s: %s", slot, result.reason)
+                    s.actions += 1  # counts as a turn of the loop too: a loop is stopped
+                    return None  # the phase moved on without an action: look again at once
+                log.info("%s: %s", s.slot, result.reason)
+                st = s.st
                 blind = st.phase == m.Phase.NEW and not st.live_checked and st.last_error
-                return SlotReport(slot, st, result.reason, None, result.wake_at, done,
-                                  result.reason if blind or st.stopped else None)
+                s.finish(result.reason, None, result.wake_at,
+                         result.reason if blind or st.stopped else None)
+                return result
             action = result.action
-            log.info("%s: %s%s", slot, would, action.describe())
+            s.actions += 1
+            log.info("%s: %s%s", s.slot, would, action.describe())
+            if type(action) in batches:
+                return result
             try:
-                event = executors[type(action)](self, ep, st, action)
+                event = executors[type(action)](self, s.ep, s.st, action)
             except Unknowable as stop:
-                done.append(f"would {action.describe()} {stop}")
-                return SlotReport(slot, st, f"then: {result.reason}", None, None, done)
+                s.done.append(f"would {action.describe()} {stop}")
+                s.finish(f"then: {result.reason}")
+                return result
             except ProviderError as exc:
-                if exc.permanent and persist:
-                    # Retrying cannot heal this: stop the slot (status says why) rather than
-                    # try again on every run.
-                    st = m.apply(st, m.Stopped(self.clock.now(), str(exc)), policy,
-                                 self.clock.now())
-                    save(st)
-                    log.error("%s: stopped: %s", slot, exc)
-                return SlotReport(
-                    slot, st, f"{would}{action.describe()} failed: {exc}", None, None, done,
-                    str(exc))
+                self._provider_failed(s, action, exc, policy, persist)
+                return result
             except (ObserveError, StateError) as exc:
                 # Nothing was recorded for the action: the next run starts it again.
-                return SlotReport(
-                    slot, st, f"{action.describe()} failed: {exc}", None, None, done, str(exc)
-                )
-            st = m.apply(st, event, policy, self.clock.now())
-            save(st)
-            done.append(would + action.describe())
-            if not persist and isinstance(event, m.Published):
-                return SlotReport(slot, st, "then: every server must serve the records, "
-                                  f"continuously, for {m.required_wait(st, policy)[1]}",
-                                  None, None, done)
-            if isinstance(event, m.LiveUnseen):
-                # Nothing else can progress for this slot until the look succeeds: say so
-                # with a non-zero exit rather than wait quietly.
-                reason = (f"blocked: {event.error}; can't see the key in service, so nothing "
-                          "is published")
-                log.warning("%s: %s", slot, reason)
-                return SlotReport(slot, st, reason, None, st.retry_at, done, reason)
-        return SlotReport(
-            slot,
-            st,
-            "stopped: too many actions in one run (a loop?)",
-            None,
-            None,
-            done,
-            "too many actions",
-        )
+                s.finish(f"{action.describe()} failed: {exc}", error=str(exc))
+                return result
+            if not self._applied(s, action, event, policy, persist):
+                return result
+            if not isinstance(event, KEEPS_OBSERVATION):
+                return None
+
+    def _applied(self, s: _Slot, action: m.Action, event: m.Event, policy: m.Policy,
+                 persist: bool) -> bool:
+        """Record `event`; False when the slot is finished for this run."""
+        s.st, s.dirty = m.apply(s.st, event, policy, self.clock.now()), True
+        s.done.append(("" if persist else "would ") + action.describe())
+        if not persist and isinstance(event, m.Published):
+            s.finish("then: every server must serve the records, continuously, for "
+                     f"{m.required_wait(s.st, policy)[1]}")
+            return False
+        if isinstance(event, m.CertAwaited) and event.problem:
+            log.warning("%s: %s", s.slot, event.problem)
+            s.finish(f"certificate source: {event.problem}", error=event.problem)
+            return False
+        if isinstance(event, m.LiveUnseen):
+            # Nothing else can progress for this slot until the look succeeds: say so with a
+            # non-zero exit rather than wait quietly.
+            reason = (f"blocked: {event.error}; can't see the key in service, so nothing is "
+                      "published")
+            log.warning("%s: %s", s.slot, reason)
+            s.finish(reason, None, s.st.retry_at, reason)
+            return False
+        return True
+
+    def _provider_failed(self, s: _Slot, action: m.Action, exc: ProviderError,
+                         policy: m.Policy, persist: bool) -> None:
+        if exc.permanent and persist:
+            # Retrying cannot heal this: stop the slot (status says why) rather than try again
+            # on every run.
+            s.st = m.apply(s.st, m.Stopped(self.clock.now(), str(exc)), policy, self.clock.now())
+            s.dirty = True
+            log.error("%s: stopped: %s", s.slot, exc)
+        # Otherwise nothing was recorded for the action: the next run starts it again.
+        would = "" if persist else "would "
+        s.finish(f"{would}{action.describe()} failed: {exc}", error=str(exc))
+
+    def _batch(self, execute: BatchExecutor, items: list[tuple[_Slot, m.Action, m.StepResult]],
+               persist: bool) -> list[_Slot]:
+        """Execute one kind of action for many slots together; the slots to look at again."""
+        outcomes = execute(self, [(s.ep, s.st, action) for s, action, _r in items])
+        again = []
+        for (s, action, result), outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, Unknowable):
+                s.done.append(f"would {action.describe()} {outcome}")
+                s.finish(f"then: {result.reason}")
+            elif isinstance(outcome, ProviderError):
+                self._provider_failed(s, action, outcome, policy_for(s.ep, self.config_id),
+                                      persist)
+            elif isinstance(outcome, Exception):  # ObserveError, StateError
+                s.finish(f"{action.describe()} failed: {outcome}", error=str(outcome))
+            elif self._applied(s, action, outcome, policy_for(s.ep, self.config_id), persist):
+                again.append(s)
+        return again
+
+
+def _owner_key(ep: EndpointConfig) -> str:
+    return ep.endpoint.owner + "|" + ",".join(ep.extra_nameservers)

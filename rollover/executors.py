@@ -11,7 +11,7 @@ yet shows as "<... known once generated>", never as a digest.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -22,15 +22,19 @@ from rollover import flight, tlsa
 from rollover import machine as m
 from rollover.config import EndpointConfig
 from rollover.edges import ExecContext
-from rollover.errors import AcmeError, InstallError, ProviderError, StateError
+from rollover.errors import AcmeError, InstallError, ObserveError, ProviderError, StateError
 from rollover.issuers import IssuerError, issuer_chain
 from rollover.model import Observation, Scheme
-from rollover.providers.base import Change
-from rollover.sources import CertSourceError
+from rollover.providers.base import Change, Provider
+from rollover.sources import CertSourceError, ExternalCert, NoCertYet
 
 log = logging.getLogger("rollover.engine")
 
 Executor = Callable[[ExecContext, EndpointConfig, m.SlotState, Any], m.Event]
+# One kind of action for many slots at once: an event, or the error (ProviderError, StateError,
+# ObserveError, Unknowable) for each, in order.
+BatchItem = tuple[EndpointConfig, m.SlotState, Any]
+BatchExecutor = Callable[[ExecContext, Sequence[BatchItem]], list[m.Event | Exception]]
 
 
 class Unknowable(Exception):
@@ -105,17 +109,18 @@ def order(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState, action: m.Order
     assert key is not None
     if tlsa.spki_sha256_hex(leaf) != key.spki_sha256:
         return m.Failed(now(), "the CA returned a certificate for another key")
-    chain_pem, issuers = issued.chain_pem, tuple[str, ...]()
+    chain_pem, issuers, labels = issued.chain_pem, tuple[str, ...](), tuple[str, ...]()
     if ep.scheme == Scheme.CURRENT_ISSUER:
         try:
-            chain_pem, issuers = issuer_chain(issued.chain_pem, ep)
+            chain_pem, issuers, labels = issuer_chain(issued.chain_pem, ep)
         except IssuerError as exc:
             return m.Failed(now(), f"order for key {action.key_id}: {exc}")
     rel = f"certs/{st.slot.key.replace(':', '_')}-{issued.serial}.pem"
     ctx.edges.store.write_file(rel, chain_pem, 0o644)
     at = now()
     return m.CertIssued(at, m.CertInfo(action.key_id, issued.serial, issued.not_after, at, rel,
-                                       issued.renew_at, issued.ari_retry_after, issuers))
+                                       issued.renew_at, issued.ari_retry_after, issuers,
+                                       labels))
 
 
 def install(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
@@ -213,6 +218,59 @@ def drop_key(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
     return m.KeyDropped(ctx.clock.now(), action.key_id)
 
 
+def _snapshot(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState
+              ) -> ExternalCert | m.CertAwaited:
+    """The external source's newest snapshot, or why there is nothing to take."""
+    now = ctx.clock.now()
+    source = ctx.edges.certs.get(str(ep.endpoint))
+    latest = getattr(source, "latest", None)
+    if source is None or not callable(latest):
+        return m.CertAwaited(now, "the certificate source is not an external one")
+    try:
+        snap: ExternalCert = latest(st.slot)
+    except NoCertYet as exc:
+        log.info("%s: %s", st.slot, exc)
+        return m.CertAwaited(now)
+    except CertSourceError as exc:
+        return m.CertAwaited(now, str(exc))
+    if snap.serial in {c.serial for c in (st.installed, st.pending) if c is not None}:
+        return m.CertAwaited(now)
+    return snap
+
+
+def take_cert(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
+              action: m.TakeCert) -> m.Event:
+    """An external source's newest certificate, if rollover has not seen it: its key is copied
+    into the state dir (the installer reads it there; the source's files are never written),
+    the chain stored like an ordered one."""
+    snap = _snapshot(ctx, ep, st)
+    if isinstance(snap, m.CertAwaited):
+        return snap
+    now = ctx.clock.now()
+    known = next((k for k in st.keys if k.spki_sha256 == snap.spki_sha256), None)
+    key_id = known.key_id if known else action.key_id
+    store = ctx.edges.store
+    if not store.has_key(key_id):
+        store.write_key(key_id, snap.key_pem)
+    elif known is None and store.read_key(key_id) != snap.key_pem:
+        # a take that crashed wrote this id for a key the source has replaced since
+        store.delete_key(key_id)
+        store.write_key(key_id, snap.key_pem)
+    chain_pem, issuers, labels = snap.chain_pem, tuple[str, ...](), tuple[str, ...]()
+    if ep.scheme == Scheme.CURRENT_ISSUER:
+        try:
+            chain_pem, issuers, labels = issuer_chain(snap.chain_pem, ep)
+        except IssuerError as exc:
+            return m.CertAwaited(now, f"{st.slot}: {exc}")
+    rel = f"certs/{st.slot.key.replace(':', '_')}-{snap.serial}.pem"
+    store.write_file(rel, chain_pem, 0o644)
+    log.info("%s: took certificate %s (key %s%s)", st.slot, snap.serial, key_id,
+             "" if known else ", new")
+    return m.CertTaken(now, key_id, snap.spki_sha256,
+                       m.CertInfo(key_id, snap.serial, snap.not_after, now, rel,
+                                  issuers=issuers, issuer_names=labels))
+
+
 REAL: dict[type[m.Action], Executor] = {
     m.StageKey: stage_key,
     m.Publish: publish,
@@ -223,6 +281,7 @@ REAL: dict[type[m.Action], Executor] = {
     m.InspectLive: inspect_live,
     m.Rollback: rollback,
     m.DropKey: drop_key,
+    m.TakeCert: take_cert,
 }
 
 
@@ -272,6 +331,16 @@ def _dry_install(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
     raise Unknowable(f"{into}: the pre-flight passes now; the post-flight decides the rest")
 
 
+def _dry_take(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
+              action: m.TakeCert) -> m.Event:
+    snap = _snapshot(ctx, ep, st)  # reads the source's files only
+    if isinstance(snap, m.CertAwaited):
+        return snap
+    known = any(k.spki_sha256 == snap.spki_sha256 for k in st.keys)
+    raise Unknowable(f"from {_source_name(ctx, ep)}: certificate {snap.serial} for "
+                     f"{'the same' if known else 'a new'} key 3 1 1 {snap.spki_sha256[:12]}…")
+
+
 def _dry_stop(what: str) -> Executor:
     def executor(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState, action: Any) -> m.Event:
         raise Unknowable(what)
@@ -288,4 +357,83 @@ DRY: dict[type[m.Action], Executor] = {
     m.RefreshAri: _dry_stop("the CA's answer decides the renewal time"),
     m.Rollback: _dry_stop("the installer restores the previous files"),
     m.DropKey: _dry_stop("the key file is deleted (or archived)"),
+    m.TakeCert: _dry_take,
 }
+
+
+# --- batch executors: one kind of action for many slots at once ------------------------------
+
+
+def _by_provider(ctx: ExecContext, items: Sequence[BatchItem]
+                 ) -> tuple[dict[str, list[tuple[int, Change]]], list[m.Event | Exception]]:
+    """Each publish as a Change (expect=None: the provider's own read right before the update
+    is the compare-and-swap), grouped by provider; a zone that cannot be found is the item's
+    error."""
+    groups: dict[str, list[tuple[int, Change]]] = {}
+    out: list[m.Event | Exception] = [ProviderError("not attempted")] * len(items)
+    for i, (ep, _st, action) in enumerate(items):
+        try:
+            zone = ctx.zone_of(ep)
+        except ObserveError as exc:
+            out[i] = exc
+            continue
+        groups.setdefault(ep.provider, []).append(
+            (i, Change(zone, action.owner, "TLSA", action.ttl, add=action.add,
+                       remove=action.remove)))
+    return groups, out
+
+
+def _apply_many(provider: Provider, changes: list[Change]) -> list[ProviderError | None]:
+    many = getattr(provider, "apply_many", None)
+    if many is not None:
+        results: list[ProviderError | None] = many(changes)
+        return results
+    out: list[ProviderError | None] = []
+    for change in changes:
+        try:
+            provider.apply(change)
+        except ProviderError as exc:
+            out.append(exc)
+        else:
+            out.append(None)
+    return out
+
+
+def publish_many(ctx: ExecContext, items: Sequence[BatchItem]) -> list[m.Event | Exception]:
+    """Publish for many slots: per provider one `apply_many` (many owners per update)."""
+    groups, out = _by_provider(ctx, items)
+    for name, members in groups.items():
+        provider = ctx.edges.providers[name]
+        results = _apply_many(provider, [c for _i, c in members])
+        try:
+            provider.wait_applied(60.0)
+        except ProviderError as exc:
+            results = [r or exc for r in results]
+        for (i, _c), err in zip(members, results, strict=True):
+            out[i] = err if err is not None else m.Published(ctx.clock.now())
+    return out
+
+
+def _dry_publish_many(ctx: ExecContext, items: Sequence[BatchItem]) -> list[m.Event | Exception]:
+    """Reads the provider for every owner (a credential problem shows in the plan too)."""
+    groups, out = _by_provider(ctx, items)
+    for name, members in groups.items():
+        provider = ctx.edges.providers[name]
+        wanted = [(c.zone, c.owner, "TLSA") for _i, c in members]
+        many = getattr(provider, "read_many", None)
+        if many is not None:
+            reads: list[object] = many(wanted)
+        else:
+            reads = []
+            for zone, owner, rtype in wanted:
+                try:
+                    reads.append(provider.read(zone, owner, rtype))
+                except ProviderError as exc:
+                    reads.append(exc)
+        for (i, _c), got in zip(members, reads, strict=True):
+            out[i] = got if isinstance(got, ProviderError) else m.Published(ctx.clock.now())
+    return out
+
+
+REAL_BATCH: dict[type[m.Action], BatchExecutor] = {m.Publish: publish_many}
+DRY_BATCH: dict[type[m.Action], BatchExecutor] = {m.Publish: _dry_publish_many}

@@ -50,8 +50,10 @@ def _bundle(path: Path | None) -> list[x509.Certificate]:
         raise IssuerError(f"the CA bundle {path} holds no PEM certificates") from None
 
 
-def issuer_chain(chain_pem: bytes, ep: EndpointConfig) -> tuple[bytes, tuple[str, ...]]:
-    """(the chain to serve, the "2 1 1 ..." rdatas of the chosen issuers) for `ep`'s choice."""
+def issuer_chain(chain_pem: bytes,
+                 ep: EndpointConfig) -> tuple[bytes, tuple[str, ...], tuple[str, ...]]:
+    """(the chain to serve, the "2 1 1 ..." rdatas of the chosen issuers, a label for each:
+    "root|intermediate SUBJECT (depth N)") for `ep`'s choice."""
     chain = x509.load_pem_x509_certificates(chain_pem)
     path = [chain[0]]  # leaf, then each issuer up to a self-signed root (if one can be found)
     pool = chain[1:]
@@ -87,4 +89,6 @@ def issuer_chain(chain_pem: bytes, ep: EndpointConfig) -> tuple[bytes, tuple[str
     served = path[: deepest + 1]
     served += [c for c in chain[1:] if c not in served]  # keep what the CA sent too
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in served)
-    return pem, tuple(tlsa.tlsa_record(c, 2, 1, 1).to_text() for c in chosen)
+    labels = tuple(f"{'root' if tlsa.is_self_signed(c) else 'intermediate'} "
+                   f"{tlsa.name_text(c.subject)} (depth {path.index(c)})" for c in chosen)
+    return pem, tuple(tlsa.tlsa_record(c, 2, 1, 1).to_text() for c in chosen), labels

@@ -73,6 +73,7 @@ class Move(StrEnum):
     PROBE = "probe"
     ROLLBACK = "rollback"
     RETIRE = "retire"
+    TAKE_CERT = "take-cert"
     # outcomes, recorded by `apply`
     KEY_STAGED = "key-staged"
     LIVE_SEEN = "live-seen"
@@ -91,6 +92,8 @@ class Move(StrEnum):
     ARI_CHECKED = "ari-checked"
     KEY_DROPPED = "key-dropped"
     STOPPED = "stopped"
+    CERT_TAKEN = "cert-taken"
+    CERT_AWAITED = "cert-awaited"
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,10 @@ TRANSITIONS: tuple[Transition, ...] = (
                "retire_grace passed since the post-flight",
                "stage what the scheme wants next; withdraw the old key's record (and any "
                "adopted one); publish"),
+    Transition(Move.TAKE_CERT, (_P.NEW, _P.ACTIVE, _P.ISSUING), (_P.NEW, _P.ACTIVE, _P.ISSUING),
+               "the key is an external source's (certbot, files): no current key yet, a poll "
+               "interval passed since the last look, or its hook said a new version waits",
+               "read the source's newest certificate and key (never writing into its files)"),
     # --- outcomes ---
     Transition(Move.KEY_STAGED, (_P.NEW, _P.ACTIVE, _P.RETIRING),
                (_P.NEW, _P.ACTIVE, _P.RETIRING),
@@ -209,6 +216,16 @@ TRANSITIONS: tuple[Transition, ...] = (
                "an error retrying cannot heal (bad TSIG key, no authority for the zone, an ACME "
                "account or profile the CA refuses)", "stop the slot where it is; run exits 2 "
                "and status says why until the configuration changes or `run --resume`", True),
+    Transition(Move.CERT_TAKEN, (_P.NEW, _P.ACTIVE, _P.ISSUING), (_P.NEW, _P.INSTALLING),
+               "the external source holds a certificate rollover has not seen",
+               "keep its key (a copy in the state dir) and the certificate staged; a key no "
+               "omnipresent record covers waits until its 3 1 1 is omnipresent (publish-cover)",
+               True),
+    Transition(Move.CERT_AWAITED, (_P.NEW, _P.ACTIVE, _P.ISSUING),
+               (_P.NEW, _P.ACTIVE, _P.ISSUING),
+               "the external source holds nothing new (certbot has not renewed yet) or is "
+               "unusable now", "look again after a poll interval or when its hook says so; no "
+               "backoff", True),
 )
 TRANSITION_BY_NAME = {t.name: t for t in TRANSITIONS}
 
@@ -229,10 +246,17 @@ class Policy:
     config_id: str = ""  # a digest of the configuration: a stopped slot resumes when it changes
     inspect_live: bool = True  # False: the operator says no certificate is in service yet
     retry_base: int = 300  # first backoff after a failed order/install; doubles, capped at 1 day
+    # who decides the key ("certbot", "the tool writing the files"); "": rollover stages its keys
+    external_source: str = ""
 
     @property
     def scheme_policy(self) -> SchemePolicy:
         return scheme_for(self.scheme)
+
+    @property
+    def stages_next_key(self) -> bool:
+        """A next key is staged ahead of time (current+next with keys of rollover's own)."""
+        return self.scheme_policy.wants_next_key and not self.external_source
 
     @property
     def poll(self) -> timedelta:
@@ -260,6 +284,7 @@ class RecordInfo:
     state: RecordState
     since: datetime
     kind: RecordKind = RecordKind.OWN
+    label: str | None = None  # issuer records: which certificate, at which depth of the chain
 
     @property
     def wanted(self) -> bool:
@@ -276,6 +301,7 @@ class CertInfo:
     renew_at: datetime | None = None  # from the CA's ARI window, if any
     ari_retry_after: datetime | None = None
     issuers: tuple[str, ...] = ()  # "2 1 1 ..." of the chain's chosen issuers (current+issuer)
+    issuer_names: tuple[str, ...] = ()  # for each: "root SUBJECT (depth N)", for people
 
 
 @dataclass
@@ -303,6 +329,7 @@ class SlotState:
     observation: Observation | None = None
     stopped: str | None = None  # an error that cannot heal by retrying: the slot waits for you
     stopped_config: str | None = None  # Policy.config_id when it stopped
+    source_checked: datetime | None = None  # last look at an external certificate source
 
     # --- lookups -----------------------------------------------------------------------------
     def key(self, role: KeyRole) -> KeyInfo | None:
@@ -384,6 +411,15 @@ class ProbeLive(Action):
 
 
 @dataclass(frozen=True)
+class TakeCert(Action):
+    key_id: str  # the id the source's key gets when rollover does not know it yet
+
+    def describe(self) -> str:
+        return (f"read the newest certificate and key for {self.slot.endpoint} "
+                f"({self.slot.algorithm.value}) from its source")
+
+
+@dataclass(frozen=True)
 class InspectLive(Action):
     def describe(self) -> str:
         return (f"look at the key every address of {self.slot.endpoint} presents now "
@@ -452,6 +488,23 @@ class Stopped(Event):
 @dataclass(frozen=True)
 class CertIssued(Event):
     cert: CertInfo
+
+
+@dataclass(frozen=True)
+class CertTaken(Event):
+    """An external source's certificate rollover had not seen; its key (`key_id`, copied into
+    the state dir) may be one the slot knows (a same-key renewal) or a new one."""
+
+    key_id: str
+    spki_sha256: str
+    cert: CertInfo
+
+
+@dataclass(frozen=True)
+class CertAwaited(Event):
+    """The external source holds nothing new; `problem`: it is unusable now (one line)."""
+
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -595,6 +648,14 @@ def apply_move(state: SlotState, event: Event, policy: Policy,
     elif isinstance(event, KeyDropped):
         move = Move.KEY_DROPPED
         st.keys = [k for k in st.keys if k.key_id != event.key_id]
+    elif isinstance(event, CertTaken):
+        move = Move.CERT_TAKEN
+        _take(st, event, at)
+    elif isinstance(event, CertAwaited):
+        move = Move.CERT_AWAITED
+        st.source_checked = at
+        if event.problem is not None:
+            st.last_error = event.problem
     else:  # pragma: no cover - a programming error, not an operator's
         raise TypeError(f"unknown event {event!r}")
     return st, move
@@ -627,6 +688,25 @@ def _verified(st: SlotState, policy: Policy, at: datetime) -> Move:
         return Move.VERIFIED_FIRST
     _enter(st, Phase.ACTIVE, at)
     return Move.VERIFIED_SAME_KEY
+
+
+def _take(st: SlotState, event: CertTaken, at: datetime) -> None:
+    """An external source's certificate: adopt its key (the source, not rollover, made it) and
+    stage the certificate; installing it is guarded like any other (rule 1)."""
+    st.source_checked, st.last_error = at, None
+    if st.key_by_id(event.key_id) is None:
+        role = KeyRole.NEXT if st.key(KeyRole.CURRENT) else KeyRole.CURRENT
+        for k in st.keys:
+            if k.role == KeyRole.NEXT:  # a next key never used (staged before): it goes
+                k.role = KeyRole.PREVIOUS
+        st.keys.append(KeyInfo(event.key_id, role, event.spki_sha256, at))
+        st.key_serial += 1
+    st.pending = event.cert
+    if st.phase == Phase.NEW:
+        return  # published with the records of NEW, installed once they are omnipresent
+    st.target_key = event.key_id
+    st.failures, st.retry_at = 0, None
+    _enter(st, Phase.INSTALLING, at)
 
 
 def _fail(st: SlotState, error: str, policy: Policy, at: datetime) -> None:
@@ -714,10 +794,27 @@ def _new_key_id(st: SlotState, role: KeyRole) -> str:
     return f"{host}-{st.slot.port}-{st.slot.algorithm.value}-{st.key_serial + 1:04d}"
 
 
+def _source_fresh(st: SlotState, policy: Policy, now: datetime) -> bool:
+    """The external source was looked at less than a poll interval ago."""
+    return st.source_checked is not None and now < st.source_checked + policy.poll
+
+
+def _awaiting(st: SlotState, policy: Policy, what: str) -> str:
+    problem = f" ({st.last_error})" if st.last_error else ""
+    return f"waiting: {policy.external_source} has not {what} {st.slot.host} yet{problem}"
+
+
 def _on_new(st: SlotState, policy: Policy, now: datetime) -> StepResult:
     roles = [(KeyRole.CURRENT, Move.STAGE_CURRENT)]
-    if policy.scheme_policy.wants_next_key:
+    if policy.stages_next_key:
         roles.append((KeyRole.NEXT, Move.STAGE_NEXT))
+    if policy.external_source and st.key(KeyRole.CURRENT) is None:
+        # The source's key is the current key: nothing is published before it exists.
+        if _source_fresh(st, policy, now):
+            return _wait(st, _awaiting(st, policy, "issued a certificate for"), None)
+        return _do(st, TakeCert(st.slot, _new_key_id(st, KeyRole.CURRENT)),
+                   f"{policy.external_source} decides the key: take it with its certificate",
+                   Move.TAKE_CERT)
     for role, name in roles:
         if st.key(role) is None:
             action = StageKey(st.slot, _new_key_id(st, role), role)
@@ -741,10 +838,13 @@ def _on_new(st: SlotState, policy: Policy, now: datetime) -> StepResult:
                     "their records are hidden", Move.PUBLISH)
 
 
-def _want(st: SlotState, rdata: str, now: datetime, key_id: str | None = None) -> None:
+def _want(st: SlotState, rdata: str, now: datetime, key_id: str | None = None,
+          cert: CertInfo | None = None) -> None:
     """Make sure `rdata` is among the records we publish (hidden until submitted)."""
     rec = next((r for r in st.records if r.rdata == rdata), None)
+    label = dict(zip(cert.issuers, cert.issuer_names, strict=False)).get(rdata) if cert else None
     if rec is not None and rec.state != RecordState.UNRETENTIVE:
+        rec.label = rec.label or label
         return
     if rec is not None:
         st.records.remove(rec)
@@ -752,7 +852,7 @@ def _want(st: SlotState, rdata: str, now: datetime, key_id: str | None = None) -
     if key_id is None and kind == RecordKind.OWN:
         key = next((k for k in st.keys if k.rdata == rdata), None)
         key_id = key.key_id if key else None
-    st.records.append(RecordInfo(rdata, key_id, RecordState.HIDDEN, now, kind))
+    st.records.append(RecordInfo(rdata, key_id, RecordState.HIDDEN, now, kind, label))
 
 
 def _publish(st: SlotState, policy: Policy, reason: str, transition: Move) -> StepResult:
@@ -873,6 +973,15 @@ def _on_issuing(st: SlotState, policy: Policy, now: datetime,
         return _wait(st, refusal, now + policy.poll)
     why = Move.ORDER_FIRST if st.installed is None else (
         Move.RENEW if st.installed.key_id == st.target_key else Move.ROLL)
+    if policy.external_source and not (st.retry_at is not None and now < st.retry_at):
+        # certbot decides when (and with which key): wait for it, no backoff
+        if _source_fresh(st, policy, now):
+            what = "issued a certificate for" if st.installed is None else "renewed"
+            return StepResult(st, None, None, _awaiting(st, policy, what),
+                              why if entering else None)
+        return _do(st, TakeCert(st.slot, _new_key_id(st, KeyRole.NEXT)),
+                   f"renewal due: look whether {policy.external_source} renewed "
+                   f"{st.slot.host}", why if entering else Move.TAKE_CERT)
     if st.retry_at is not None and now < st.retry_at:
         left = (st.retry_at - now).total_seconds()
         # entering: the move is made, the order itself waits for the backoff
@@ -892,10 +1001,16 @@ def _on_installing(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         missing = needed - st.wanted()
         if missing:
             for rdata in sorted(missing):
-                _want(st, rdata, now)
-            return _publish(st, policy, "no record we publish covers the new certificate "
-                            f"(chain issued by {len(cert.issuers)} issuer(s) not published); the "
-                            "old certificate stays in service", Move.PUBLISH_COVER)
+                _want(st, rdata, now, cert=cert)
+            if policy.external_source:
+                why = (f"{policy.external_source} made a new key ({cert.key_id}); its record "
+                       "goes out first and the old certificate stays in service until it is "
+                       "omnipresent")
+            else:
+                why = ("no record we publish covers the new certificate (chain issued by "
+                       f"{len(cert.issuers)} issuer(s) not published); the old certificate "
+                       "stays in service")
+            return _publish(st, policy, why, Move.PUBLISH_COVER)
         refusal = _target_guard(st, policy, cert.key_id, cert)
         assert refusal is not None
         return _wait(st, refusal, now + policy.poll)
@@ -930,7 +1045,7 @@ def _due(st: SlotState, policy: Policy) -> tuple[datetime | None, datetime | Non
         if st.installed.renew_at is not None:
             renew = min(renew, st.installed.renew_at)
     current = st.key(KeyRole.CURRENT)
-    if current is not None:
+    if current is not None and not policy.external_source:  # else the source picks the key
         roll = (current.activated or current.created) + timedelta(seconds=policy.key_lifetime)
     return renew, roll
 
@@ -957,7 +1072,7 @@ def _on_active(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         missing, stale = needed - st.wanted(), _stale_issuers(st, policy)
         if missing or stale:
             for rdata in sorted(missing):
-                _want(st, rdata, now)
+                _want(st, rdata, now, cert=st.installed)
             for rec in stale:
                 rec.state, rec.since = RecordState.UNRETENTIVE, now
             return _publish(st, policy, f"the certificate in service needs {len(missing)} "
@@ -967,7 +1082,12 @@ def _on_active(st: SlotState, policy: Policy, now: datetime) -> StepResult:
     if ari is not None and now >= ari:
         return _do(st, RefreshAri(st.slot), "the CA's ARI Retry-After passed", Move.ARI)
     renew, roll = _due(st, policy)
-    if st.roll_requested or (roll is not None and now >= roll):
+    if policy.external_source and not _source_fresh(st, policy, now) and not (
+            renew is not None and now >= renew):
+        return _do(st, TakeCert(st.slot, _new_key_id(st, KeyRole.NEXT)),
+                   f"look whether {policy.external_source} has a new certificate",
+                   Move.TAKE_CERT)
+    if (st.roll_requested and not policy.external_source) or (roll is not None and now >= roll):
         nxt = st.key(KeyRole.NEXT)
         if nxt is None and not scheme.wants_next_key:
             # current+issuer: the new key is made when it is needed; the issuer covers it
@@ -994,6 +1114,9 @@ def _on_active(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         parts.append(f"renewal at {format_time(renew)}")
     if roll is not None:
         parts.append(f"key rollover at {format_time(roll)}")
+    if policy.external_source:
+        parts.append(f"{policy.external_source} decides the key"
+                     + (" (--roll: renew it with a new key there)" if st.roll_requested else ""))
     return _wait(st, "waiting: " + "; ".join(parts), wake)
 
 
@@ -1005,7 +1128,7 @@ def _on_retiring(st: SlotState, policy: Policy, now: datetime) -> StepResult:
         return _wait(st, f"time says no: retire_grace, {human_duration(left)} left before the "
                          "old record is withdrawn", st.retire_at)
     scheme = policy.scheme_policy
-    if scheme.wants_next_key and st.key(KeyRole.NEXT) is None:
+    if policy.stages_next_key and st.key(KeyRole.NEXT) is None:
         return _do(st, StageKey(st.slot, _new_key_id(st, KeyRole.NEXT), KeyRole.NEXT),
                    "the next key was brought into service; stage a new next key", Move.RETIRE)
     nxt = st.key(KeyRole.NEXT)
@@ -1014,7 +1137,7 @@ def _on_retiring(st: SlotState, policy: Policy, now: datetime) -> StepResult:
     if st.installed is not None:
         for rdata in sorted(scheme.needed(st, st.installed.key_id, st.installed,
                                           policy.issuer_pins)):
-            _want(st, rdata, now)
+            _want(st, rdata, now, cert=st.installed)
     previous = {k.key_id for k in st.keys if k.role == KeyRole.PREVIOUS}
     stale = {id(r) for r in _stale_issuers(st, policy)}
     for rec in st.records:
@@ -1079,7 +1202,7 @@ def _cert_to(c: CertInfo | None) -> dict[str, Any] | None:
     return {"key_id": c.key_id, "serial": c.serial, "not_after": _t(c.not_after),
             "issued_at": _t(c.issued_at), "chain_file": c.chain_file,
             "renew_at": _t(c.renew_at), "ari_retry_after": _t(c.ari_retry_after),
-            "issuers": list(c.issuers)}
+            "issuers": list(c.issuers), "issuer_names": list(c.issuer_names)}
 
 
 def _cert_from(d: dict[str, Any] | None) -> CertInfo | None:
@@ -1087,7 +1210,8 @@ def _cert_from(d: dict[str, Any] | None) -> CertInfo | None:
         return None
     return CertInfo(d["key_id"], d["serial"], parse_time(d["not_after"]),
                     parse_time(d["issued_at"]), d["chain_file"], _pt(d.get("renew_at")),
-                    _pt(d.get("ari_retry_after")), tuple(d.get("issuers", ())))
+                    _pt(d.get("ari_retry_after")), tuple(d.get("issuers", ())),
+                    tuple(d.get("issuer_names", ())))
 
 
 def slot_to_dict(st: SlotState) -> dict[str, Any]:
@@ -1098,7 +1222,8 @@ def slot_to_dict(st: SlotState) -> dict[str, Any]:
         "keys": [{"key_id": k.key_id, "role": k.role.value, "spki_sha256": k.spki_sha256,
                   "created": _t(k.created), "activated": _t(k.activated)} for k in st.keys],
         "records": [{"rdata": r.rdata, "key_id": r.key_id, "state": r.state.value,
-                     "since": _t(r.since), "kind": r.kind.value} for r in st.records],
+                     "since": _t(r.since), "kind": r.kind.value, "label": r.label}
+                    for r in st.records],
         "key_serial": st.key_serial,
         "submitted_at": _t(st.submitted_at),
         "agree_since": _t(st.agree_since),
@@ -1117,6 +1242,7 @@ def slot_to_dict(st: SlotState) -> dict[str, Any]:
         "observation": st.observation.to_dict() if st.observation else None,
         "stopped": st.stopped,
         "stopped_config": st.stopped_config,
+        "source_checked": _t(st.source_checked),
     }
 
 
@@ -1128,7 +1254,8 @@ def slot_from_dict(d: dict[str, Any]) -> SlotState:
         keys=[KeyInfo(k["key_id"], KeyRole(k["role"]), k["spki_sha256"], parse_time(k["created"]),
                       _pt(k.get("activated"))) for k in d.get("keys", ())],
         records=[RecordInfo(r["rdata"], r.get("key_id"), RecordState(r["state"]),
-                            parse_time(r["since"]), _kind(r)) for r in d.get("records", ())],
+                            parse_time(r["since"]), _kind(r), r.get("label"))
+                 for r in d.get("records", ())],
         key_serial=d.get("key_serial", 0),
         submitted_at=_pt(d.get("submitted_at")),
         agree_since=_pt(d.get("agree_since")),
@@ -1147,6 +1274,7 @@ def slot_from_dict(d: dict[str, Any]) -> SlotState:
         observation=Observation.from_dict(d["observation"]) if d.get("observation") else None,
         stopped=d.get("stopped"),
         stopped_config=d.get("stopped_config"),
+        source_checked=_pt(d.get("source_checked")),
     )
 
 
@@ -1163,6 +1291,9 @@ def request_roll(state: SlotState) -> SlotState:
 def resume(state: SlotState) -> SlotState:
     """The operator says the cause of a stop is fixed: try again now."""
     return replace(_copy(state), stopped=None, stopped_config=None, retry_at=None)
+def source_changed(state: SlotState) -> SlotState:
+    """The external source's hook said a new version waits: look at it on the next step."""
+    return replace(_copy(state), source_checked=None)
 
 
 def transitions_table() -> str:

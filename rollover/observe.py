@@ -1,5 +1,9 @@
 """Propagation verifier: ask every authoritative nameserver address what it serves, in parallel.
 
+A round covers many owners at once (`observe_many`): every query of the round goes out in one
+wave (`rollover.dnsquery.query_wave`, a bound on what is in flight per address); zones, NS names
+and their addresses are discovered once per zone per Observer (one Observer serves one run).
+
 Discovery (zone by SOA walk, NS names, their addresses) goes through the configured resolvers
 with RD set; the observation itself asks each authoritative address directly: RD=0, DO=1, UDP
 with TCP on truncation, AA required. Traffic goes only to the configured resolver addresses, the
@@ -13,6 +17,7 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 import dns.exception
@@ -23,7 +28,7 @@ import dns.rdatatype
 import dns.rrset
 
 from rollover.clock import Clock
-from rollover.dnsquery import Reply, query
+from rollover.dnsquery import DEFAULT_IN_FLIGHT, Question, Reply, query, query_wave
 from rollover.dnssec_check import (
     VALID,
     answer_rrset,
@@ -104,7 +109,8 @@ class _Probe:
 
 class Observer:
     def __init__(
-        self, resolvers: Sequence[str], *, port: int = 53, timeout: float = 2.0, clock: Clock
+        self, resolvers: Sequence[str], *, port: int = 53, timeout: float = 2.0, clock: Clock,
+        in_flight: int = DEFAULT_IN_FLIGHT,
     ) -> None:
         if not resolvers:
             raise ObserveError("no resolver address configured for zone discovery")
@@ -112,6 +118,11 @@ class Observer:
         self.port = port
         self.timeout = timeout
         self.clock = clock
+        self.per_server_in_flight = in_flight
+        # per run (an Observer lives for one run): zones by owner, NS addresses by zone, and
+        # the `_tcp.<host>` pitfall verdict by (address, owner) once it could be judged
+        self._zone_cache: dict[dns.name.Name, dns.name.Name] = {}
+        self._pitfalls: dict[tuple[str, dns.name.Name], bool] = {}
         self._ns_cache: dict[dns.name.Name, tuple[list[tuple[str, str]], tuple[str, ...]]] = {}
 
     # -- discovery through the resolvers ------------------------------------------------------
@@ -140,21 +151,78 @@ class Observer:
 
     def find_zone(self, owner: str | dns.name.Name) -> str:
         """The zone `owner` lives in, by walking up the name asking for SOA records."""
-        return str(self._find_zone(absolute(owner)))
+        name = absolute(owner)
+        if name not in self._zone_cache:
+            self._zone_cache[name] = self._find_zone(name)
+        return str(self._zone_cache[name])
 
     def _find_zone(self, owner: dns.name.Name) -> dns.name.Name:
         name = owner
         while True:
-            msg = self._ask(name, "SOA")
-            if any(r.rdtype == dns.rdatatype.SOA and r.name == name for r in msg.answer):
-                return name
-            if not any(r.rdtype == dns.rdatatype.CNAME for r in msg.answer):
-                for rrset in msg.authority:
-                    if rrset.rdtype == dns.rdatatype.SOA and name.is_subdomain(rrset.name):
-                        return rrset.name
+            zone = _zone_from(self._ask(name, "SOA"), name)
+            if zone is not None:
+                return zone
             if name == dns.name.root:
                 raise ObserveError(f"no zone found for {owner}: no SOA record up to the root")
             name = name.parent()
+
+    def _ask_wave(self, asks: Sequence[tuple[dns.name.Name, str]]
+                  ) -> list[dns.message.Message | ObserveError]:
+        """`_ask` for many questions at once: each asked of the first resolver in one wave,
+        those without a usable answer of the next one, and so on."""
+        out: list[dns.message.Message | ObserveError | None] = [None] * len(asks)
+        failures: list[list[str]] = [[] for _ in asks]
+        todo = list(range(len(asks)))
+        for address in self.resolvers:
+            if not todo:
+                break
+            qs = [Question(address, asks[i][0], dns.rdatatype.from_text(asks[i][1]),
+                           recursion=True, dnssec=False) for i in todo]
+            replies = self._wave(qs)
+            left = []
+            for i, reply in zip(todo, replies, strict=True):
+                msg = reply.message
+                answering = dns.flags.AA | dns.flags.RA
+                if msg is not None and reply.rcode in USABLE and msg.flags & answering:
+                    out[i] = msg
+                    continue
+                why = reply.error or (reply.rcode if reply.rcode not in USABLE else
+                                      "referral only")
+                failures[i].append(f"{address}: {why}")
+                left.append(i)
+            todo = left
+        for i in todo:
+            qname, rdtype = asks[i]
+            out[i] = ObserveError(f"no resolver answered {rdtype} {qname}: "
+                                  f"{'; '.join(failures[i])}")
+        return [r for r in out if r is not None]
+
+    def _find_zones(self, owners: Sequence[dns.name.Name]
+                    ) -> dict[dns.name.Name, dns.name.Name | ObserveError]:
+        """`_find_zone` for many owners: one wave per level of the walk (usually one: the
+        SOA in the authority section of the first answer names the zone)."""
+        found: dict[dns.name.Name, dns.name.Name | ObserveError] = {}
+        walking = {o: o for o in owners if o not in self._zone_cache}
+        while walking:
+            asks = list(walking.items())
+            msgs = self._ask_wave([(name, "SOA") for _o, name in asks])
+            walking = {}
+            for (owner, name), msg in zip(asks, msgs, strict=True):
+                if isinstance(msg, ObserveError):
+                    found[owner] = msg
+                    continue
+                zone = _zone_from(msg, name)
+                if zone is not None:
+                    found[owner] = self._zone_cache[owner] = zone
+                elif name == dns.name.root:
+                    found[owner] = ObserveError(
+                        f"no zone found for {owner}: no SOA record up to the root")
+                else:
+                    walking[owner] = name.parent()
+        for o in owners:
+            if o in self._zone_cache:
+                found[o] = self._zone_cache[o]
+        return found
 
     def _addresses(self, host: dns.name.Name) -> list[str]:
         out: list[str] = []
@@ -257,74 +325,129 @@ class Observer:
             raise ObserveError(f"no nameserver address found for zone {zone}")
         return servers, tuple(problems)
 
-    # -- one observation round ----------------------------------------------------------------
+    # -- observation rounds --------------------------------------------------------------------
 
     def observe(
         self, owner: str, rtype: str = "TLSA", zone: str | None = None, extra: Sequence[str] = ()
     ) -> Observation:
+        """One round for one owner (`observe_many` with a single request)."""
+        result = self.observe_many([Want(owner, rtype, zone, tuple(extra))])[0]
+        if isinstance(result, ObserveError):
+            raise result
+        return result
+
+    def find_zones(self, owners: Sequence[str]) -> dict[str, str | ObserveError]:
+        """The zone of each owner (SOA walk), the first step of every walk in one wave."""
+        out: dict[str, str | ObserveError] = {}
+        names: dict[str, dns.name.Name] = {}
+        for owner in dict.fromkeys(owners):
+            try:
+                names[owner] = absolute(owner)
+            except ObserveError as exc:
+                out[owner] = exc
+        found = self._find_zones(list(dict.fromkeys(names.values())))
+        for owner, name in names.items():
+            z = found[name]
+            out[owner] = z if isinstance(z, ObserveError) else str(z)
+        return out
+
+    def observe_many(self, wants: Sequence[Want]) -> list[Observation | ObserveError]:
+        """One observation round for every request, all queries in one wave: each owner asked
+        of every address of its zone's nameservers, the zone's SOA and DNSKEY once per address,
+        `_tcp.<host>` (the pitfall) until it has been judged once per owner and address."""
         at = self.clock.now()
-        qname = absolute(owner)
-        zname = absolute(zone) if zone is not None else self._find_zone(qname)
-        if not qname.is_subdomain(zname):
-            raise ObserveError(f"{qname} is not inside zone {zname}")
-        try:
-            rdtype = dns.rdatatype.from_text(rtype)
-        except dns.exception.DNSException:
-            raise ObserveError(f"unknown record type {rtype!r}") from None
-        servers, problems = self._nameservers(zname, extra)
         now = at.timestamp()
-        probes = parallel(lambda s: self._probe(s[0], s[1], qname, rdtype, zname, now), servers)
+        results: list[Observation | ObserveError | None] = [None] * len(wants)
+        plans: list[tuple[int, dns.name.Name, dns.rdatatype.RdataType, dns.name.Name,
+                          list[tuple[str, str]], tuple[str, ...]]] = []
+        unknown = [w.owner for w in wants if w.zone is None]
+        zones = self.find_zones(unknown) if unknown else {}
+        for i, w in enumerate(wants):
+            try:
+                qname = absolute(w.owner)
+                if w.zone is not None:
+                    zname = absolute(w.zone)
+                else:
+                    z = zones[w.owner]
+                    if isinstance(z, ObserveError):
+                        raise z
+                    zname = absolute(z)
+                if not qname.is_subdomain(zname):
+                    raise ObserveError(f"{qname} is not inside zone {zname}")
+                try:
+                    rdtype = dns.rdatatype.from_text(w.rtype)
+                except dns.exception.DNSException:
+                    raise ObserveError(f"unknown record type {w.rtype!r}") from None
+                servers, problems = self._nameservers(zname, w.extra)
+            except ObserveError as exc:
+                results[i] = exc
+                continue
+            plans.append((i, qname, rdtype, zname, servers, problems))
 
-        signed = any(p.has_dnskey for p in probes)
-        answers: list[ServerAnswer] = []
-        for p in probes:
-            a = p.answer
-            if signed and a.ok and not p.has_dnskey:
-                a = replace(
-                    a,
-                    ok=False,
-                    dnssec="DNSKEY missing",
-                    error=f"serves no DNSKEY for the signed zone {zname}",
-                )
-            answers.append(a)
-        pitfalls = [p.answer.label for p in probes if p.pitfall]
-        parent = service_parent(qname)
-        if pitfalls and parent is not None:
-            problems = (*problems, pitfall_problem(qname, parent, pitfalls))
-        negative = [p.negative_ttl for p in probes if p.negative_ttl is not None]
-        return Observation(
-            owner=str(qname),
-            rtype=dns.rdatatype.to_text(rdtype),
-            at=at,
-            answers=tuple(answers),
-            zone=str(zname),
-            negative_ttl=max(negative) if negative else None,
-            signed=signed,
-            problems=tuple(problems),
-        )
+        questions: list[Question] = []
+        index: dict[tuple[str, dns.name.Name, int], int] = {}
 
-    def _query(
-        self, address: str, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType | str
-    ) -> Reply:
-        return query(address, qname, rdtype, port=self.port, timeout=self.timeout)
+        def ask(address: str, qname: dns.name.Name, rdtype: int) -> None:
+            key = (address, qname, rdtype)
+            if key not in index:
+                index[key] = len(questions)
+                questions.append(Question(address, qname, dns.rdatatype.RdataType.make(rdtype)))
 
-    def _probe(
-        self,
-        server: str,
-        address: str,
-        qname: dns.name.Name,
-        rdtype: dns.rdatatype.RdataType,
-        zone: dns.name.Name,
-        now: float,
-    ) -> _Probe:
-        """Up to four queries to one address: the RRset, the zone SOA, the DNSKEY RRset and,
-        for `_port._tcp.host` owners, `_tcp.host`. Stops at the first failure."""
+        for _i, qname, rdtype, zname, servers, _p in plans:
+            parent = service_parent(qname)
+            for _server, address in servers:
+                ask(address, qname, rdtype)
+                ask(address, zname, dns.rdatatype.SOA)
+                ask(address, zname, dns.rdatatype.DNSKEY)
+                if (parent is not None and parent.is_subdomain(zname)
+                        and (address, qname) not in self._pitfalls):
+                    ask(address, parent, rdtype)
+        replies = self._wave(questions)
+        keys_of: dict[tuple[str, dns.name.Name], tuple[Any, str | None]] = {}
+
+        def reply(address: str, qname: dns.name.Name, rdtype: int) -> Reply | None:
+            k = index.get((address, qname, rdtype))
+            return None if k is None else replies[k]
+
+        def keys(address: str, zname: dns.name.Name, key_reply: Reply) -> tuple[Any, str | None]:
+            if (address, zname) not in keys_of:
+                assert key_reply.message is not None
+                keys_of[(address, zname)] = zone_keys(key_reply.message, zname, now)
+            return keys_of[(address, zname)]
+
+        for i, qname, rdtype, zname, servers, problems in plans:
+            probes = []
+            for server, address in servers:
+                answers = _Replies(
+                    reply(address, qname, rdtype), reply(address, zname, dns.rdatatype.SOA),
+                    reply(address, zname, dns.rdatatype.DNSKEY),
+                    reply(address, service_parent(qname) or qname, rdtype)
+                    if service_parent(qname) is not None else None)
+                probes.append(self._judge(server, address, qname, rdtype, zname, now, answers,
+                                          keys))
+            results[i] = _round(qname, rdtype, zname, at, probes, problems)
+        out = [r for r in results if r is not None]
+        assert len(out) == len(wants)
+        return out
+
+    def _wave(self, questions: Sequence[Question]) -> list[Reply]:
+        """The network edge of a round (tests script it): every question at once."""
+        return query_wave(questions, port=self.port, timeout=self.timeout,
+                          in_flight=self.per_server_in_flight, monotonic=self.clock.monotonic)
+
+    def _judge(self, server: str, address: str, qname: dns.name.Name,
+               rdtype: dns.rdatatype.RdataType, zone: dns.name.Name, now: float,
+               got: _Replies, keys_for: KeysFor) -> _Probe:
+        """What the queries to one address say: the RRset, the zone SOA, the DNSKEY RRset
+        and, for `_port._tcp.host` owners, `_tcp.host`. Judged in that order; the first failure
+        decides."""
         base = ServerAnswer(server=server, address=address, ok=False, rcode="")
 
         def failed(rcode: str, error: str) -> _Probe:  # keeps what `base` has gathered so far
             return _Probe(replace(base, ok=False, rcode=rcode, error=error))
 
-        reply = self._query(address, qname, rdtype)
+        reply = got.rrset
+        assert reply is not None and got.soa is not None and got.dnskey is not None
         msg = reply.message
         if msg is None:
             return failed(reply.rcode, reply.error or reply.rcode)
@@ -338,7 +461,7 @@ class Observer:
             base, rcode=reply.rcode, records=records, ttl=rrset.ttl if rrset is not None else None
         )
 
-        soa_reply = self._query(address, zone, "SOA")
+        soa_reply = got.soa
         soa = (
             answer_rrset(soa_reply.message, zone, dns.rdatatype.SOA)
             if soa_reply.message is not None and soa_reply.authoritative
@@ -353,10 +476,10 @@ class Observer:
         negative_ttl = min(soa.ttl, soa[0].minimum)
         base = replace(base, serial=serial)
 
-        key_reply = self._query(address, zone, "DNSKEY")
+        key_reply = got.dnskey
         if key_reply.message is None or key_reply.rcode != "NOERROR":
             return failed(reply.rcode, f"DNSKEY query: {key_reply.error or key_reply.rcode}")
-        keys, key_problem = zone_keys(key_reply.message, zone, now)
+        keys, key_problem = keys_for(address, zone, key_reply)
         dnssec: str | None = None
         if keys is not None:
             dnssec = key_problem or check_response(msg, qname, rdtype, zone, keys, now)
@@ -366,9 +489,80 @@ class Observer:
         pitfall = False
         parent = service_parent(qname)
         if ok and reply.rcode == "NOERROR" and parent is not None and parent.is_subdomain(zone):
-            parent_reply = self._query(address, parent, rdtype)
-            pitfall = parent_reply.message is not None and tcp_pitfall(msg, parent_reply.message)
+            if (address, qname) in self._pitfalls:
+                pitfall = self._pitfalls[(address, qname)]
+            elif got.parent is not None and got.parent.message is not None:
+                pitfall = tcp_pitfall(msg, got.parent.message)
+                self._pitfalls[(address, qname)] = pitfall
         return _Probe(base, has_dnskey=keys is not None, negative_ttl=negative_ttl, pitfall=pitfall)
+
+
+KeysFor = Callable[[str, dns.name.Name, Reply], tuple[Any, str | None]]
+
+
+@dataclass(frozen=True)
+class Want:
+    """One owner to observe in a round: its type, its zone (None: found by SOA walk) and the
+    configured extra addresses (hidden primary etc.)."""
+
+    owner: str
+    rtype: str = "TLSA"
+    zone: str | None = None
+    extra: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Replies:
+    """The answers one address gave in a round for one owner."""
+
+    rrset: Reply | None
+    soa: Reply | None
+    dnskey: Reply | None
+    parent: Reply | None
+
+
+def _round(qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, zname: dns.name.Name,
+           at: datetime, probes: list[_Probe], problems: tuple[str, ...]) -> Observation:
+    """The observation of one owner from what every address said."""
+    signed = any(p.has_dnskey for p in probes)
+    answers: list[ServerAnswer] = []
+    for p in probes:
+        a = p.answer
+        if signed and a.ok and not p.has_dnskey:
+            a = replace(
+                a,
+                ok=False,
+                dnssec="DNSKEY missing",
+                error=f"serves no DNSKEY for the signed zone {zname}",
+            )
+        answers.append(a)
+    pitfalls = [p.answer.label for p in probes if p.pitfall]
+    parent = service_parent(qname)
+    if pitfalls and parent is not None:
+        problems = (*problems, pitfall_problem(qname, parent, pitfalls))
+    negative = [p.negative_ttl for p in probes if p.negative_ttl is not None]
+    return Observation(
+        owner=str(qname),
+        rtype=dns.rdatatype.to_text(rdtype),
+        at=at,
+        answers=tuple(answers),
+        zone=str(zname),
+        negative_ttl=max(negative) if negative else None,
+        signed=signed,
+        problems=tuple(problems),
+    )
+
+
+def _zone_from(msg: dns.message.Message, name: dns.name.Name) -> dns.name.Name | None:
+    """The zone an SOA answer for `name` names: `name` itself, or the SOA owner in the
+    authority section (not after a CNAME); None: ask the parent."""
+    if any(r.rdtype == dns.rdatatype.SOA and r.name == name for r in msg.answer):
+        return name
+    if not any(r.rdtype == dns.rdatatype.CNAME for r in msg.answer):
+        for rrset in msg.authority:
+            if rrset.rdtype == dns.rdatatype.SOA and name.is_subdomain(rrset.name):
+                return rrset.name
+    return None
 
 
 def _address(text: str, what: str) -> str:

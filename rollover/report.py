@@ -1,4 +1,5 @@
-"""Plan and status as text for people, JSON for machines, one line for Nagios."""
+"""Plan and status as text for people, JSON for machines (schemas/status.schema.json), the
+Nagios plugin format (status line, perfdata, details)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rollover.clock import format_time
 from rollover.display import printable
 from rollover.errors import ExitStatus
 from rollover.model import ServerAnswer, SlotId
+from rollover.nagios import Perf, expiry_range, plugin_output
 
 
 @dataclass
@@ -68,8 +70,9 @@ def slot_text(r: SlotReport, now: datetime, *, heading: str = "next") -> list[st
     for k in st.keys:
         lines.append(f"  key {k.role.value:<8} {k.key_id}  3 1 1 {k.spki_sha256[:12]}…")
     for rec in st.records:
+        what = f"  ({printable(rec.label)})" if rec.label else ""
         lines.append(f"  record {_short(rec.rdata)}  {rec.state.value} since "
-                     f"{format_time(rec.since)}")
+                     f"{format_time(rec.since)}{what}")
     if st.installed is not None:
         c = st.installed
         lines.append(f"  certificate for {c.key_id}, serial {c.serial[:16]}, valid until "
@@ -104,36 +107,77 @@ def text(reports: list[SlotReport], now: datetime, *, heading: str = "next") -> 
     return "\n".join(printable(line) for line in lines)
 
 
+STATUS_SCHEMA = "https://rollover.invalid/schemas/status.schema.json"
+
+
 def to_json(reports: list[SlotReport], now: datetime) -> str:
     out: list[dict[str, Any]] = []
     for r in reports:
         d = m.slot_to_dict(r.state)
         d.update({"reason": r.reason, "action": r.action, "error": r.error, "done": r.done,
                   "live": r.live,
-                  "wake_at": format_time(r.wake_at) if r.wake_at else None})
+                  "wake_at": format_time(r.wake_at) if r.wake_at else None,
+                  "seconds_until_wake": _seconds_until(r.wake_at, now)})
         out.append(d)
-    return json.dumps({"now": format_time(now), "slots": out}, indent=2, sort_keys=True)
+    return json.dumps({"$schema": STATUS_SCHEMA, "now": format_time(now), "slots": out},
+                      indent=2, sort_keys=True)
 
 
-def nagios(reports: list[SlotReport], now: datetime) -> tuple[ExitStatus, str]:
-    """One line and a Nagios status: CRITICAL when a slot has an error or a certificate expires
-    within 7 days, WARNING while a slot waits on a lagging server or has a recorded failure."""
+def _seconds_until(dt: datetime | None, now: datetime) -> float | None:
+    return None if dt is None else round(max(0.0, (dt - now).total_seconds()), 3)
+
+
+def _days_left(st: m.SlotState, now: datetime) -> float | None:
+    if st.installed is None:
+        return None
+    return (st.installed.not_after - now).total_seconds() / 86400
+
+
+def _perf(reports: list[SlotReport], now: datetime, warn_days: float,
+          crit_days: float) -> list[Perf]:
+    perf: list[Perf] = []
+    for r in reports:
+        key = r.slot.key
+        days = _days_left(r.state, now)
+        if days is not None:
+            perf.append(Perf(f"{key} days_to_expiry", round(days, 2),
+                             warn=expiry_range(warn_days), crit=expiry_range(crit_days)))
+        wait = _seconds_until(r.wake_at, now)
+        if wait is not None:
+            perf.append(Perf(f"{key} seconds_waiting", wait, unit="s", minimum="0"))
+        perf.append(Perf(f"{key} records", len(r.state.records), minimum="0"))
+    return perf
+
+
+def nagios(reports: list[SlotReport], now: datetime, warn_days: float = 21.0,
+           crit_days: float = 7.0) -> tuple[ExitStatus, str]:
+    """Nagios plugin text and status: CRITICAL when a slot has an error or a certificate
+    expires within `crit_days`, WARNING while a slot waits on a lagging server, has a recorded
+    failure, or its certificate expires within `warn_days`. Perfdata per slot: days to expiry
+    (with the -w/-c ranges), seconds waiting, records kept."""
     if not reports:
         return ExitStatus.UNKNOWN, "ROLLOVER UNKNOWN - no endpoints configured"
     crit, warn = [], []
     for r in reports:
         st = r.state
+        days = _days_left(st, now)
         if r.error:
             crit.append(f"{r.slot}: {r.error}")
-        elif st.installed and (st.installed.not_after - now).total_seconds() < 7 * 86400:
+        elif st.installed and days is not None and days < crit_days:
             crit.append(f"{r.slot}: certificate expires {format_time(st.installed.not_after)}")
         elif st.last_error:
             warn.append(f"{r.slot}: {st.last_error}")
         elif r.reason.startswith(("waiting:", "dns says no")) and st.phase != m.Phase.NEW:
             warn.append(f"{r.slot}: {r.reason}")
-    summary = ", ".join(f"{r.slot} {r.state.phase.value}" for r in reports)
+        elif st.installed and days is not None and days < warn_days:
+            warn.append(f"{r.slot}: certificate expires {format_time(st.installed.not_after)}")
+    perf = _perf(reports, now, warn_days, crit_days)
+    details = [f"{r.slot}: {r.state.phase.value}; {r.error or r.reason}" for r in reports]
     if crit:
-        return ExitStatus.ERROR, printable("ROLLOVER CRITICAL - " + "; ".join(crit))
+        return ExitStatus.ERROR, plugin_output("ROLLOVER", ExitStatus.ERROR, "; ".join(crit),
+                                               perf, details)
     if warn:
-        return ExitStatus.WARNING, printable("ROLLOVER WARNING - " + "; ".join(warn))
-    return ExitStatus.OK, "ROLLOVER OK - " + summary
+        return ExitStatus.WARNING, plugin_output("ROLLOVER", ExitStatus.WARNING,
+                                                 "; ".join(warn), perf, details)
+    summary = ", ".join(f"{r.slot} {r.state.phase.value}" for r in reports)
+    return ExitStatus.OK, plugin_output("ROLLOVER", ExitStatus.OK, summary, perf, details)

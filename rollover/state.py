@@ -41,6 +41,11 @@ _KEY_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 _PART = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 
 
+class StateConflict(StateError):
+    """A shared store was written by someone else since we read it (compare-and-swap lost):
+    the engine re-reads the state and plans again."""
+
+
 class StateBackend(Protocol):
     """What the engine needs from a state store (a shared S3/DynamoDB one can come later)."""
 

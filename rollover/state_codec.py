@@ -196,6 +196,7 @@ RECORD = Table("record", {
     "state": F(choice(RecordState), required=True),
     "since": F(timestamp, required=True),
     "kind": F(choice(RecordKind)),  # absent in state files written before record kinds
+    "label": F(SHORT, null=True),  # issuer records: subject and depth, for people
 })
 
 CERT = Table("certificate", {
@@ -208,6 +209,7 @@ CERT = Table("certificate", {
     "renew_at": F(timestamp, null=True),
     "ari_retry_after": F(timestamp, null=True),
     "issuers": F(ListOf(rdata, 64)),  # current+issuer: the chain's 2 1 1 records
+    "issuer_names": F(ListOf(SHORT, 64)),
 })
 
 ANSWER = Table("answer", {
@@ -257,6 +259,7 @@ SLOT = Table("slot", {
     "retry_at": F(timestamp, null=True),
     "last_error": F(text(4096), null=True),
     "observation": F(OBSERVATION, null=True),
+    "source_checked": F(timestamp, null=True),  # external certificate sources (certbot, files)
 })
 
 # --------------------------------------------------------------------------- validation

@@ -83,7 +83,7 @@ def build_engine(config: Config, clock: Clock, *, with_certs: bool = True,
     and the prober; `create_state=False` creates nothing on disk."""
     store = StateStore(config.state_dir, create=create_state)
     observer = Observer(config.resolver, port=config.dns.port, timeout=config.dns.timeout,
-                        clock=clock)
+                        clock=clock, in_flight=config.dns.in_flight)
     providers: dict[str, Provider] = {}
     for ep in config.endpoints:
         if ep.provider not in providers:

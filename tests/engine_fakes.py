@@ -190,7 +190,9 @@ class World:
 
 def build_world(tmp: Path, *, scheme: str = "current+next", ttl: int = 60,
                 algorithms: tuple[str, ...] = ("ecdsa-p256",),
-                hosts: tuple[str, ...] = ("mail.example.test",)) -> World:
+                hosts: tuple[str, ...] = ("mail.example.test",),
+                schemes: dict[str, str] | None = None) -> World:
+    """`schemes`: host -> scheme, for a config that mixes them (default: `scheme` for all)."""
     tmp.mkdir(parents=True, exist_ok=True)
     secret = tmp / "tsig.key"
     secret.write_text("c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0\n")
@@ -206,7 +208,7 @@ def build_world(tmp: Path, *, scheme: str = "current+next", ttl: int = 60,
             "certificate": {"source": "acme"},
             "policy": {"retire_grace": "30s", "key_lifetime": "60d", "renew_before": "1d"},
         }
-        if scheme == "current+issuer":
+        if (schemes or {}).get(host, scheme) == "current+issuer":
             ep.update({"scheme": "current+issuer", "issuer": "root",
                        "issuer_bundle": str(bundle)})
         endpoints.append(ep)

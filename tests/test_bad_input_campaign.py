@@ -602,7 +602,8 @@ WRONG_FOR: dict[type, list[Any]] = {
     dict: [[], "x", 3, {}],
 }
 # free text (escaped when shown) and ids whose only rule is their syntax: any string fits
-FREE_TEXT = {"last_error", "dnssec", "error", "problems", "target_key", "stopped"}
+FREE_TEXT = {"last_error", "dnssec", "error", "problems", "target_key", "stopped", "label",
+             "issuer_names"}
 
 
 def field_of(path: tuple[Any, ...]) -> codec.F:

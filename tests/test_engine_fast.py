@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from engine_fakes import World, build_world
 
-from rollover import tlsa
+from rollover import report, tlsa
 
 DIGEST = re.compile(r"[0-9a-f]{64}|<[a-z]+ [a-z0-9-]+ key: known once generated>")
 
@@ -119,3 +119,23 @@ def test_plan_never_shows_an_invented_digest(tmp_path: Path) -> None:
     text = "\n".join(report.done)
     assert "known once generated" in text
     assert not re.search(r"3 1 1 [0-9a-f]{64}", text)
+
+
+def test_one_config_mixes_both_schemes_with_two_algorithms(tmp_path: Path) -> None:
+    hosts = ("mx1.example.test", "mx2.example.test")
+    world = build_world(tmp_path, hosts=hosts, algorithms=("ecdsa-p256", "rsa2048"),
+                        schemes={"mx1.example.test": "current+next",
+                                 "mx2.example.test": "current+issuer"})
+    _run(world)
+    _run(world, roll=True)
+    doc = world.engine.edges.store.load()
+    assert doc is not None and len(doc["slots"]) == 4
+    assert {s["phase"] for s in doc["slots"].values()} == {"active"}
+    root = tlsa.tlsa_record(world.ca.root.cert, 2, 1, 1).to_text()
+    mx1, mx2 = (world.zone.current(world.owner(h)) for h in hosts)
+    assert len(mx1) == 4 and all(r.startswith("3 1 1 ") for r in mx1)  # 2 algorithms x 2
+    assert root in mx2 and len(mx2) == 3  # 2 algorithms' current keys + the root
+    assert world.violations == []
+    # status names each issuer record: which certificate, at which depth of the served chain
+    shown = report.text(world.engine.status(observe=False), world.clock.now())
+    assert "(root O = Rollover Test, CN = Fake Root 0 (depth 2))" in shown

@@ -12,8 +12,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
                "dnssec_check", "logsetup", "__init__", "__version__"),
     "core": ("machine", "schemes", "dane", "flight"),
     "config": ("confcheck", "registry", "config"),
-    "edges": ("state_codec", "state", "observe", "probe", "mx", "issue", "issuers", "dns01",
-              "edges", "report", "providers", "hooks", "sources"),
+    "edges": ("state_codec", "state", "state_s3", "observe", "probe", "mx", "issue", "issuers",
+              "dns01", "edges", "report", "providers", "hooks", "sources", "spool", "anchors",
+              "dnssec_chain", "hostcheck", "domaincheck", "hygiene", "metrics", "nagios",
+              "check_output", "progress_view"),
     "loop": ("executors", "engine", "wiring"),
     "face": ("cli", "cmd_*", "__main__"),
 }

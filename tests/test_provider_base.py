@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 
 from rollover.errors import ExitStatus, ProviderError
 from rollover.model import RRset
-from rollover.providers.base import Change, check_change, load_provider_class
+from rollover.providers.base import (
+    Change,
+    ProviderBase,
+    Submission,
+    Target,
+    check_change,
+    load_provider_class,
+)
 
 OWNER = "_25._tcp.mail.example.test."
 A = "3 1 1 " + "aa" * 32
@@ -138,3 +145,51 @@ def test_check_change_expect_property(current: frozenset[str], expect: frozenset
     else:
         with pytest.raises(ProviderError, match="changed under us"):
             check_change(c, rrset(*current))
+
+
+class _Failing(ProviderBase):
+    TYPE = "failing"
+
+    def __init__(self, permanent: bool) -> None:
+        self.name = "f"
+        self.permanent = permanent
+
+    def _read(self, t: Target) -> tuple[int | None, list[str]]:
+        raise ProviderError("secret-123 refused", permanent=self.permanent)
+
+    def _secrets(self) -> list[str]:
+        return ["secret-123"]
+
+
+@pytest.mark.parametrize("permanent", [True, False])
+def test_base_names_the_provider_keeps_permanence_and_scrubs(permanent: bool) -> None:
+    with pytest.raises(ProviderError) as err:
+        _Failing(permanent).read("example.test.", OWNER, "TLSA")
+    assert str(err.value) == "provider f (failing): <secret> refused"
+    assert err.value.permanent is permanent
+
+
+def test_base_canonicalises_and_skips_a_no_op() -> None:
+    submitted: list[Submission] = []
+
+    class Memory(ProviderBase):
+        TYPE = "memory"
+        rrset: tuple[int | None, list[str]] = (300, ["3 1 1 " + "AA" * 16 + " " + "aa" * 16])
+
+        def __init__(self) -> None:
+            self.name = "m"
+
+        def _read(self, t: Target) -> tuple[int | None, list[str]]:
+            return self.rrset
+
+        def _submit(self, sub: Submission) -> None:
+            submitted.append(sub)
+            self.rrset = (sub.ttl, sorted(sub.after))
+
+    provider = Memory()
+    assert provider.read("example.test.", OWNER, "TLSA").rdatas == {A}
+    provider.apply(change(add=frozenset({A.upper()})))  # already there, in another spelling
+    assert submitted == []
+    provider.apply(change(add=frozenset({B})))
+    assert submitted[0].before.rdatas == {A} and submitted[0].after == {A, B}
+    assert submitted[0].add == {B} and not submitted[0].remove

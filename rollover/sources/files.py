@@ -17,13 +17,11 @@ leaf must name the host and not be expired, and the key file must not be readabl
 A pair caught between two writes of the other tool is "in flux" (CertSourceError), never half
 used. `changed(slot, fingerprint)` says whether there is something new since `fingerprint`.
 
-The safety rules are those of ACME certificates: a certificate for a key whose 3 1 1 rollover
-has published and seen omnipresent may be installed (a same-key renewal); a certificate for a
-NEW key (the other tool generated one) must not be installed before its 3 1 1 is omnipresent.
-`order(endpoint, slot, key_pem)` therefore hands over the files' chain only when their key is
-`key_pem`, the key the machine published; for a new key `latest()` gives the engine the chain and
-key so the machine can stage (adopt) that key, publish it, wait until it is omnipresent and only
-then install it (that step is the machine's, see README "Certificate sources").
+The other tool decides the key (`EXTERNAL`): the machine takes each new snapshot (take-cert).
+A same-key renewal goes in without a TLSA change; a NEW key (the other tool generated one) has
+its 3 1 1 published first and is installed only once that record is omnipresent (current+next)
+or at once when an omnipresent issuer 2 1 1 covers it (current+issuer). `order()` is kept for
+callers that hold a staged key: it hands over the files' chain only when their key is that one.
 """
 
 from __future__ import annotations
@@ -48,7 +46,7 @@ from rollover.edges import IssuedCert
 from rollover.errors import InputError
 from rollover.model import Algorithm, SlotId
 from rollover.registry import ParseContext, SourceEnv
-from rollover.sources import CertSourceError
+from rollover.sources import CertSourceError, ExternalCert, NoCertYet
 
 
 @dataclass(frozen=True)
@@ -72,26 +70,10 @@ class FilesOptions:
         return tuple(f.key for f in self.files.values())
 
 
-@dataclass(frozen=True)
-class ExternalCert:
-    """One consistent snapshot of a slot's files."""
-
-    chain_pem: bytes  # leaf first, then intermediates, PEM
-    key_pem: bytes = field(repr=False)
-    spki_sha256: str  # hex: the data of the key's 3 1 1 record
-    not_after: datetime
-    serial: str
-    fingerprint: str  # sha256 over chain and key: a different value means "changed"
-
-    @property
-    def rdata(self) -> str:
-        return f"3 1 1 {self.spki_sha256}"
-
-
 class FilesSource:
     OPTIONS = ("files",)
     REQUIRES_RTYPES: tuple[str, ...] = ()
-    external_keys = True  # the keys are the other tool's, not staged by rollover
+    EXTERNAL = "the tool writing the files"  # it decides the key, not rollover
 
     @classmethod
     def parse_options(cls, sec: Section, ctx: ParseContext) -> FilesOptions | None:
@@ -214,7 +196,7 @@ def _read(path: Path, *, private: bool) -> bytes:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise CertSourceError(f"{path} does not exist (not written yet?)") from None
+        raise NoCertYet(f"{path} does not exist (not written yet?)") from None
     except OSError as exc:
         raise CertSourceError(f"cannot stat {path}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):

@@ -2,8 +2,11 @@
 
 Everything lives in one temp directory; the daemons are plain foreground children (see
 `lab.proc.Daemon`) on `{net}.11` (ns1, BIND primary), `{net}.12` (ns2, BIND secondary) and
-`{net}.13` (ns3, Knot secondary), port 53. The primary also serves the unsigned parent zone
-`test.` on `{net}.10` (a separate BIND view) with a delegation of `example.test.` to ns1..ns3.
+`{net}.13` (ns3, Knot secondary), port 53. The primary also serves the parent zone `test.` on
+`{net}.10` (a separate BIND view, signed too) with a delegation of `example.test.` to ns1..ns3;
+the delegation is insecure (no DS) until `secure_delegation()` publishes the DS, after which
+`test.`'s DNSKEY (`parent_anchor_text()`) is a trust anchor for the lab, standing in for the
+root.
 
     with DnsLab() as lab:
         lab.update("_25._tcp.mail", "TLSA", 2, ["3 1 1 " + "ab" * 32])
@@ -29,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+import dns.dnssec
 import dns.exception
 import dns.flags
 import dns.message
@@ -344,6 +348,55 @@ class DnsLab:
         msg = self._update_message()
         msg.delete(self.name(owner), rtype)
         self._send(msg)
+
+    # -- the chain of trust above example.test ----------------------------------------------
+
+    PARENT = "test."
+
+    def parent_anchor_text(self, timeout: float = 10.0) -> str:
+        """`test.`'s DNSKEY RRset in zone-file lines: a trust anchor for `--trust-anchor`."""
+        def signed() -> bool:
+            return bool(self.query(self.parent, self.PARENT, "DNSKEY", timeout=0.5).records)
+
+        wait_for(signed, timeout, "the parent zone test. to be signed")
+        keys = self.query(self.parent, self.PARENT, "DNSKEY").records
+        return "".join(f"{self.PARENT} IN DNSKEY {k}\n" for k in sorted(keys))
+
+    def secure_delegation(self, timeout: float = 10.0) -> list[str]:
+        """Publish example.test's DS (SHA-256 of its SEP keys) in the signed `test.`; idempotent.
+        Returns the DS rdata published."""
+        self.parent_anchor_text(timeout)
+        msg = self.query_message(self.primary, ZONE, "DNSKEY")
+        rrset = msg.get_rrset(msg.answer, dns.name.from_text(ZONE), dns.rdataclass.IN,
+                              dns.rdatatype.DNSKEY)
+        if rrset is None:
+            raise LabError("example.test. serves no DNSKEY")
+        ds = sorted(str(dns.dnssec.make_ds(ZONE, k, "SHA256")) for k in rrset if k.flags & 1)
+        self.update_parent(ZONE, "DS", TTL, ds)
+
+        def served() -> bool:
+            m = self.query_message(self.parent, ZONE, "DS", timeout=0.5)
+            got = m.get_rrset(m.answer, dns.name.from_text(ZONE), dns.rdataclass.IN,
+                              dns.rdatatype.DS)
+            sig = m.get_rrset(m.answer, dns.name.from_text(ZONE), dns.rdataclass.IN,
+                              dns.rdatatype.RRSIG, dns.rdatatype.DS)
+            return got is not None and sig is not None and len(got) == len(ds)
+
+        wait_for(served, timeout, "test. to serve the signed DS of example.test.")
+        return ds
+
+    def update_parent(self, owner: str, rtype: str, ttl: int, rdatas: Iterable[str]) -> None:
+        """Replace an RRset in the parent zone `test.` (TSIG update at {net}.10)."""
+        keyring = dns.tsigkeyring.from_text({TSIG_NAME: self.tsig_secret})
+        update = dns.update.UpdateMessage(self.PARENT, keyring=keyring,
+                                          keyname=dns.name.from_text(TSIG_NAME),
+                                          keyalgorithm=dns.tsig.HMAC_SHA256)
+        update.replace(dns.name.from_text(owner), ttl,
+                       *[dns.rdata.from_text(dns.rdataclass.IN, rtype, t) for t in rdatas])
+        response = dns.query.tcp(update, self.parent.address, timeout=5.0)
+        if response.rcode() != dns.rcode.NOERROR:
+            raise LabError(f"update of {owner} {rtype} refused by {self.parent.address}: "
+                           f"{dns.rcode.to_text(response.rcode())}")
 
     # -- misbehaving secondaries -------------------------------------------------------------
 

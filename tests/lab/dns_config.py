@@ -89,6 +89,9 @@ view "parent" {{
     zone "test" {{
         type primary;
         file "test.db";
+        dnssec-policy "lab";
+        inline-signing no;
+        allow-update {{ key "{key_name}"; }};
     }};
 }};
 view "child" {{
@@ -99,7 +102,7 @@ view "child" {{
         dnssec-policy "lab";
         inline-signing no;
         allow-update {{ key "{key_name}"; }};
-        check-integrity no;  // `rollover init` is tested with a CNAME'd MX host
+        check-integrity no;  // accept an MX that points to a CNAME (the how-to asks for it)
         notify explicit;
         also-notify {{ {net}.12; {net}.13; }};
     }};

@@ -11,8 +11,10 @@ Exim (4.94+) preloads the TLS files in its daemon and watches them with inotify;
 them about 5 s after they change (measured with Debian's 4.96: 4.3-4.8 s), not at once. So a
 probe right after writing still sees the old certificate. The installer therefore waits
 `settle` (default 6 s) after writing, or after `reload_command` when one is given (e.g.
-`systemctl reload exim4`, after which Exim serves the new files at once: settle then defaults
-to 0), before the post-flight probe runs.
+`systemctl reload exim4`: the SIGHUP re-exec loads the files as it starts; settle then
+defaults to 0, and a slow re-exec is caught by the post-flight probe; not shown in the lab: the
+re-exec runs the compiled-in /usr/sbin/exim4, which the unpacked lab Exim lacks, and under `-C`
+it could not bind port 25 again), before the post-flight probe runs.
 
 Files are 0640, group `Debian-exim` by default (Debian runs Exim's receiving processes as that
 group, and an Exim that cannot preload reads the key as that user); set `group` to the group

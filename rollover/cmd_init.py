@@ -56,7 +56,8 @@ OUTBOUND = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--domain", required=True, help="mail domain whose MX hosts to manage")
+    parser.add_argument("--domain", required=True, type=domain_name,
+                        help="mail domain whose MX hosts to manage")
     parser.add_argument("--output", "-o", type=Path, default=DEFAULT_PATH,
                         help=f"configuration file to write (default {DEFAULT_PATH}; never "
                              "overwritten)")
@@ -64,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="IP", help="resolver to ask (repeatable; default: resolv.conf)")
     parser.add_argument("--dns-port", type=argtypes.integer(1, 65535), default=53,
                         help=argparse.SUPPRESS)
+    parser.add_argument("--host", action="append", type=domain_name, default=None,
+                        help="manage only this MX host (repeatable; default: every MX host; "
+                             "the others are listed as comments)")
     parser.add_argument("--mta", choices=MTAS, default="postfix",
                         help="the server rollover installs certificates into (default postfix)")
     parser.add_argument("--port", type=argtypes.integer(1, 65535), default=None,
@@ -87,7 +91,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ACME directory: certificates ordered by rollover")
     parser.add_argument("--acme-email", default=None)
     parser.add_argument("--acme-ca-bundle", type=Path, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per DNS/TLS try")
+    parser.add_argument("--timeout", type=argtypes.seconds(120), default=5.0,
+                        help="seconds per DNS/TLS try (default 5)")
+
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+
+
+def domain_name(text: str) -> str:
+    """A DNS name: labels of 1-63 letters, digits, '-' or '_', at most 253 characters."""
+    name = text.strip().rstrip(".").lower()
+    if not name or len(name) > 253 or not all(_LABEL.match(lb) for lb in name.split(".")):
+        raise argparse.ArgumentTypeError(f"'{clip(text, 60)}' is not a domain name")
+    return name
 
 
 def ip_address(text: str) -> str:
@@ -118,6 +134,7 @@ class HostFacts:
     nameservers: list[tuple[str, str]]
     tlsa: list[str]
     looks: list[Look] = field(default_factory=list)
+    managed: bool = True  # False: another machine's MX host (--host), only listed
 
     def algorithms(self) -> tuple[Algorithm, ...]:
         """The algorithms some address presents (both when none can be seen)."""
@@ -151,7 +168,16 @@ def discover(args: argparse.Namespace, resolvers: Sequence[str], port: int) -> l
     observer = Observer(resolvers, port=args.dns_port, timeout=args.timeout,
                         clock=SystemClock())
     facts: list[HostFacts] = []
-    for mx in mx_hosts(resolver, args.domain):
+    hosts = mx_hosts(resolver, args.domain)
+    wanted = set(args.host or ())
+    unknown = wanted - {m.host for m in hosts} - {m.name for m in hosts}
+    if unknown:
+        raise UsageError(f"--host {', '.join(sorted(unknown))}: not an MX host of {args.domain} "
+                         f"(its MX hosts: {', '.join(m.host for m in hosts)})")
+    for mx in hosts:
+        if wanted and not {mx.host, mx.name} & wanted:
+            facts.append(HostFacts(mx, "", [], [], managed=False))
+            continue
         zone = observer.find_zone(mx.host).rstrip(".")
         servers = observer.nameservers(zone)
         records = resolver.rdatas(f"_{port}._tcp.{mx.host}", "TLSA")
@@ -182,21 +208,24 @@ def _run(argv: list[str]) -> str | None:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    if proc.returncode != 0:
+        return None
+    out = proc.stdout
+    return out[:-1] if out.endswith("\n") else out  # keep empty values (one line each)
 
 
 def mta_today(args: argparse.Namespace) -> list[str]:
     """`key = value` lines: where the MTA reads its TLS files now (comments in the YAML)."""
     if args.mta == "postfix":
         base = ["postconf"] + (["-c", str(args.postfix_config)] if args.postfix_config else [])
-        out = []
-        for key in POSTCONF_KEYS:
-            value = _run([*base, "-h", key])
-            if value is None and args.postfix_config:
-                raise ConfigError(f"postconf -c {args.postfix_config} -h {key} failed (is "
-                                  "it a Postfix config directory?)")
-            out.append(f"{key} = {value if value is not None else '(postconf not found)'}")
-        return out
+        value = _run([*base, "-h", *POSTCONF_KEYS])  # one call: postconf starts slowly
+        if value is None and args.postfix_config:
+            raise ConfigError(f"postconf -c {args.postfix_config} -h {' '.join(POSTCONF_KEYS)} "
+                              "failed (is it a Postfix config directory?)")
+        values = value.split("\n") if value is not None else []
+        if len(values) != len(POSTCONF_KEYS):
+            values = ["(postconf not found)"] * len(POSTCONF_KEYS)
+        return [f"{k} = {v}" for k, v in zip(POSTCONF_KEYS, values, strict=True)]
     if args.mta == "exim":
         if args.exim_config is None:
             return ["(pass --exim-config to read tls_certificate/tls_privatekey)"]
@@ -270,6 +299,9 @@ def render(args: argparse.Namespace, facts: list[HostFacts], resolvers: Sequence
     out += ["", "endpoints:"]
     for hf in facts:
         mx = hf.mx
+        if not hf.managed:
+            out += [f"  # MX {mx.preference} {mx.name}: not managed here (not a --host)", ""]
+            continue
         out.append(f"  # MX {mx.preference} {mx.name}"
                    + (f" (a CNAME for {mx.host}: TLSA records belong to the target)"
                       if mx.name != mx.host else ""))
@@ -329,12 +361,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     today = mta_today(args)
     try:
         facts = discover(args, resolvers, port)
+        managed = [hf for hf in facts if hf.managed]
         server = args.provider_server or primary_address(
-            Resolver(resolvers, port=args.dns_port, timeout=args.timeout), facts[0].zone)
+            Resolver(resolvers, port=args.dns_port, timeout=args.timeout), managed[0].zone)
     except ObserveError as exc:
         raise RolloverError(f"{args.domain}: {exc}") from None
     write_new(out, render(args, facts, resolvers, port, tls_dir, server, today))
-    print(f"wrote {out} ({len(facts)} MX host{'s' if len(facts) != 1 else ''})")
+    print(f"wrote {out} ({len(managed)} MX host{'s' if len(managed) != 1 else ''})")
     try:  # what `rollover plan` will do first: load the file and build its edges
         from rollover.wiring import build_engine
 
@@ -346,7 +379,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         if bad:
             print(f"warning: {hf.mx.host}: {len(bad)} address/algorithm(s) present a "
                   "certificate the published TLSA records do not match", file=sys.stderr)
-    slots = [SlotId(facts[0].mx.host, port, a) for a in facts[0].algorithms()]
+    slots = [SlotId(managed[0].mx.host, port, a) for a in managed[0].algorithms()]
     print("\n# Point the server at rollover's files:")
     print(snippet(args.mta, tls_dir, slots), end="")
     print("\n" + OUTBOUND[args.mta], end="")

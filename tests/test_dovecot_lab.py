@@ -1,7 +1,8 @@
-"""Dovecot: rollover's probe speaks IMAP STARTTLS (143) and implicit TLS (993) to the lab's real
-Dovecot 2.3 and sees, per algorithm, the same leaf as openssl does; the Dovecot installer's
-`doveadm reload` serves a new file at once; rollback restores it; and a full current+next
-rollover of ECDSA + RSA on `_143._tcp` under the invariant monitor (993 serves the same files)."""
+"""Dovecot: rollover's probe speaks IMAP STARTTLS (143), POP3 STLS (110) and implicit TLS (993,
+995) to the lab's real Dovecot 2.3 and sees, per algorithm, the same leaf as openssl does; the
+Dovecot installer's `doveadm reload` serves a new file at once; rollback restores it; and a full
+current+next rollover of ECDSA + RSA on `_143._tcp` under the invariant monitor (993 serves the
+same files)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from lab.tlsclient import dane_verifies, served_spki
 pytestmark = pytest.mark.lab
 CLOCK = SystemClock()
 ALGORITHMS = ("ecdsa-p256", "rsa2048")
-STARTTLS = {143: "imap", 993: None}
+STARTTLS = {143: "imap", 993: None, 110: "pop3", 995: None}
 
 
 @pytest.fixture
@@ -55,9 +56,9 @@ def spki(lab: DovecotLab, port: int, alg: str) -> str:
     return served_spki(lab.address, port, alg, STARTTLS[port])
 
 
-@pytest.mark.parametrize("port", [143, 993])
+@pytest.mark.parametrize("port", [143, 993, 110, 995])
 @pytest.mark.parametrize("alg", ALGORITHMS)
-def test_probe_speaks_imap_starttls_and_implicit_tls_per_algorithm(
+def test_probe_speaks_imap_pop3_starttls_and_implicit_tls_per_algorithm(
         dovecot: DovecotLab, port: int, alg: str) -> None:
     probe = probe_tls(dovecot.address, port, alg, dovecot.hostname, timeout=5)
     assert probe.error is None, probe.error

@@ -140,3 +140,31 @@ def test_init_for_exim_and_dovecot_reads_their_tls_settings(
                                        tsig_secret_file=str(dns_lab.tsig_secret_file))
         out.write_text(yaml.safe_dump(doc))
         assert main(["plan", "--config", str(out)]) == 0
+
+
+def test_init_manages_only_the_mx_hosts_this_machine_serves(
+        dns_lab: DnsLab, postfix_lab: PostfixLab, exim_lab: EximLab, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    tag = secrets.token_hex(3)
+    domain = f"two{tag}.example.test"
+    pf, ex = f"pf{tag}.example.test", f"ex{tag}.example.test"
+    dns_lab.update(pf, "A", dns_lab.ttl, [postfix_lab.address])
+    dns_lab.update(ex, "A", dns_lab.ttl, [exim_lab.address])
+    dns_lab.update(domain, "MX", dns_lab.ttl, [f"10 {pf}.", f"20 {ex}."])
+    mx = frozenset({f"10 {pf}.", f"20 {ex}."})
+    wait_for(lambda: all(dns_lab.query(s, domain, "MX").records == mx for s in dns_lab.servers),
+             10, f"MX of {domain}")
+    out = tmp_path / "exim.yaml"
+    base = ["init", "--domain", domain, "--output", str(out), "--mta", "exim",
+            "--tls-dir", str(exim_lab.tls_dir), "--resolver", dns_lab.primary.address,
+            "--timeout", "2"]
+    assert main([*base, "--host", "nowhere.example.test"]) == 64
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"not an MX host of {domain}" in err and not out.exists()
+    assert main([*base, "--host", ex]) == 0
+    text = out.read_text()
+    eps = yaml.safe_load(text)["endpoints"]
+    assert [e["host"] for e in eps] == [ex]
+    assert f"# MX 10 {pf}: not managed here" in text
+    assert f"{exim_lab.address} ecdsa-p256: presents" in text
+    assert postfix_lab.address not in text  # the other machine was not probed

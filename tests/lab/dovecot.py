@@ -1,7 +1,8 @@
-"""Dovecot as the lab's IMAP server (Debian dovecot-core + dovecot-imapd): `dovecot -F -c CONF`
-with its own base_dir and state_dir, IMAP STARTTLS on {net}.32:143 and implicit TLS on
-{net}.32:993, one combined file per algorithm (key, then chain; 0600 root) as ssl_cert/ssl_key
-and ssl_alt_cert/ssl_alt_key, self-signed at first. `doveadm -c CONF reload` picks up new files.
+"""Dovecot as the lab's IMAP/POP3 server (Debian dovecot-core, -imapd, -pop3d): `dovecot -F -c
+CONF` with its own base_dir and state_dir, STARTTLS on {net}.32:143 (IMAP) and :110 (POP3 STLS),
+implicit TLS on :993 and :995, one combined file per algorithm (key, then chain; 0600 root) as
+ssl_cert/ssl_key and ssl_alt_cert/ssl_alt_key, self-signed at first. `doveadm -c CONF reload`
+picks up new files.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from lab.proc import Daemon, LabError, LoopbackAddresses, lab_net, tcp_open, wai
 DOVECOT = "/usr/sbin/dovecot"
 DOVEADM = "/usr/bin/doveadm"
 HOSTNAME = "imap.example.test"
-PORTS = (143, 993)
+PORTS = (143, 993, 110, 995)
 
 
 class DovecotLab:
@@ -44,7 +45,7 @@ class DovecotLab:
 base_dir = {self.base_dir}
 state_dir = {self.state_dir}
 listen = {self.address}
-protocols = imap
+protocols = imap pop3
 log_path = {self.log}
 ssl = yes
 ssl_min_protocol = TLSv1.2
@@ -71,6 +72,16 @@ service imap-login {{
   }}
   inet_listener imaps {{
     port = 993
+    ssl = yes
+  }}
+}}
+service pop3-login {{
+  chroot =
+  inet_listener pop3 {{
+    port = 110
+  }}
+  inet_listener pop3s {{
+    port = 995
     ssl = yes
   }}
 }}

@@ -4,8 +4,9 @@ foreground (`-bdf -C CONF`) on {net}.31:25 with its own spool, log and TLS direc
 
 TLS: one file per algorithm (key, then chain; `tls_certificate = A : B`, `tls_privatekey`
 unset), 0640 group Debian-exim, self-signed at first. Exim reads those files once in its daemon
-and reloads them ~5 s after they change (inotify). A SIGHUP re-exec under `-C` drops root and
-cannot bind port 25 again, so `restart()` stops and starts the daemon instead.
+and reloads them ~5 s after they change (inotify). A SIGHUP re-exec runs the compiled-in
+/usr/sbin/exim4 (absent here; seen: "exec of /usr/sbin/exim4 failed") and under `-C` would drop
+root and fail to bind port 25, so `restart()` stops and starts the daemon instead.
 
 `EximLab(separate=True, per_connection=True, suffix=33)` is the other common shape: separate key
 and certificate files (`tls_privatekey` list) named through an expansion, which Exim cannot

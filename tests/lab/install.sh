@@ -14,7 +14,7 @@ set -euo pipefail
 PACKAGES=(bind9 bind9-utils dnsutils knot knot-dnsutils pebble postfix ldnsutils swaks
           libnet-ssleay-perl iproute2 openssl
           pdns-server pdns-backend-sqlite3 dns-root-data
-          dovecot-core dovecot-imapd libidn12)
+          dovecot-core dovecot-imapd dovecot-pop3d libidn12)
 EXIM_DEBS=(exim4-daemon-light exim4-base exim4-config)
 EXIM_ROOT=${EXIM_ROOT:-/opt/rollover-lab/exim4}
 

@@ -88,7 +88,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             args = parser.parse_args(argv)
         except _UsageExit as exc:
             print(str(exc), file=sys.stderr)
-            return ExitStatus.USAGE
+            # the certbot deploy-hook contract: never fail certbot, whatever happens
+            return ExitStatus.OK if "certbot-hook" in argv else ExitStatus.USAGE
         except SystemExit as exc:  # --help / --version
             return int(exc.code or 0)
         logsetup.configure(args.verbose, args.log_format, args.syslog, args.quiet)

@@ -109,14 +109,23 @@ class FakeObserver:
 class FakeCA:
     """Issues leaf <- intermediate <- root; `change_ca()` makes a new root and intermediate."""
 
-    def __init__(self, bundle: Path) -> None:
+    def __init__(self, bundle: Path, intermediates: int = 1) -> None:
         self.bundle = bundle
         self.orders = 0
+        self.depth = intermediates
         self.change_ca()
 
     def change_ca(self) -> None:
-        self.root = certgen.make_root(f"Fake Root {self.orders}")
-        self.intermediate = certgen.make_ca(f"Fake Intermediate {self.orders}", self.root)
+        # fresh keys: certgen reuses one cached key per position, and a CA change (or two
+        # intermediates) with the same key would have the same 2 1 1
+        self.root = certgen.make_root(f"Fake Root {self.orders}", key=certgen.new_key("p256"))
+        above = self.root
+        self.chain_cas = []  # nearest the root first
+        for i in range(self.depth):
+            above = certgen.make_ca(f"Fake Intermediate {self.orders}.{i}", above,
+                                    key=certgen.new_key("p256"))
+            self.chain_cas.append(above)
+        self.intermediate = above  # signs the leaves
         with self.bundle.open("ab") as f:
             f.write(self.root.cert_pem())
 
@@ -124,7 +133,7 @@ class FakeCA:
         self.orders += 1
         key = serialization.load_pem_private_key(key_pem, password=None)
         leaf = certgen.make_leaf(self.intermediate, [endpoint.host], key=key)  # type: ignore[arg-type]
-        pem = leaf.cert_pem() + self.intermediate.cert_pem()
+        pem = leaf.cert_pem() + b"".join(c.cert_pem() for c in reversed(self.chain_cas))
         return IssuedCert(pem, leaf.cert.not_valid_after_utc, f"{leaf.cert.serial_number:x}")
 
     def renewal(self, chain_pem: bytes) -> tuple[datetime | None, datetime | None]:
@@ -191,7 +200,8 @@ class World:
 def build_world(tmp: Path, *, scheme: str = "current+next", ttl: int = 60,
                 algorithms: tuple[str, ...] = ("ecdsa-p256",),
                 hosts: tuple[str, ...] = ("mail.example.test",),
-                schemes: dict[str, str] | None = None) -> World:
+                schemes: dict[str, str] | None = None, issuer: object = "root",
+                intermediates: int = 1) -> World:
     """`schemes`: host -> scheme, for a config that mixes them (default: `scheme` for all)."""
     tmp.mkdir(parents=True, exist_ok=True)
     secret = tmp / "tsig.key"
@@ -200,6 +210,9 @@ def build_world(tmp: Path, *, scheme: str = "current+next", ttl: int = 60,
     (tmp / "tls").mkdir(exist_ok=True)
     bundle = tmp / "roots.pem"
     bundle.write_bytes(b"")
+    ca = FakeCA(bundle, intermediates)
+    if callable(issuer):
+        issuer = issuer(ca)  # e.g. a pin of one of this CA's certificates
     endpoints = []
     for host in hosts:
         ep: dict[str, object] = {
@@ -209,7 +222,7 @@ def build_world(tmp: Path, *, scheme: str = "current+next", ttl: int = 60,
             "policy": {"retire_grace": "30s", "key_lifetime": "60d", "renew_before": "1d"},
         }
         if (schemes or {}).get(host, scheme) == "current+issuer":
-            ep.update({"scheme": "current+issuer", "issuer": "root",
+            ep.update({"scheme": "current+issuer", "issuer": issuer,
                        "issuer_bundle": str(bundle)})
         endpoints.append(ep)
     doc = {
@@ -226,7 +239,6 @@ def build_world(tmp: Path, *, scheme: str = "current+next", ttl: int = 60,
     clock = MonitoredClock(datetime.fromisoformat("2026-12-01T12:00:00+00:00"))
     zone = FakeZone(clock)
     violations: list[str] = []
-    ca = FakeCA(bundle)
     world: World
 
     def watch() -> None:

@@ -41,7 +41,9 @@ def test_bootstrap_and_two_rolls_never_mismatch(tmp_path: Path, scheme: str) -> 
     second = next(k for k in s["keys"] if k["role"] == "current")
     assert second["key_id"] != first["key_id"]
     if scheme == "current+issuer":
+        old_root = tlsa.tlsa_record(world.ca.root.cert, 2, 1, 1).to_text()
         world.ca.change_ca()  # a CA change before the next roll
+        assert tlsa.tlsa_record(world.ca.root.cert, 2, 1, 1).to_text() != old_root
     _run(world, roll=True)
     s = _slot_state(world)
     third = next(k for k in s["keys"] if k["role"] == "current")
@@ -139,3 +141,44 @@ def test_one_config_mixes_both_schemes_with_two_algorithms(tmp_path: Path) -> No
     # status names each issuer record: which certificate, at which depth of the served chain
     shown = report.text(world.engine.status(observe=False), world.clock.now())
     assert "(root O = Rollover Test, CN = Fake Root 0 (depth 2))" in shown
+
+
+@pytest.mark.parametrize("choice", ["intermediate", "pin-middle"])
+def test_current_issuer_pins_an_intermediate_of_a_longer_chain(tmp_path: Path,
+                                                               choice: str) -> None:
+    """root -> A -> B -> leaf. `issuer: intermediate` pins B (the leaf's issuer); an explicit
+    pin of A is published from the start and the chain is served up to A."""
+
+    def pin_a(ca: object) -> list[str]:
+        return [tlsa.tlsa_record(ca.chain_cas[0].cert, 2, 1, 1).to_text()]  # type: ignore[attr-defined]
+
+    world = build_world(tmp_path, scheme="current+issuer", intermediates=2,
+                        issuer=pin_a if choice == "pin-middle" else "intermediate")
+    a, b = world.ca.chain_cas
+    want = tlsa.tlsa_record((a if choice == "pin-middle" else b).cert, 2, 1, 1).to_text()
+    _run(world)
+    _run(world, roll=True)
+    s = _slot_state(world)
+    assert s["installed"]["issuers"] == [want]
+    assert want in world.zone.current(world.owner())
+    served = next(iter(world.installer.serving.values()))
+    assert [c.subject for c in served[1:]] == [b.cert.subject, a.cert.subject]  # up to A
+    assert world.violations == []
+
+
+def test_a_desired_rrset_larger_than_max_records_is_refused_with_a_reason() -> None:
+    from rollover import machine as m
+
+    from machine_helpers import SLOT, at, spki
+
+    st = m.SlotState.new(SLOT, at(0))
+    policy = m.Policy(ttl=60, max_records=2, inspect_live=False)
+    for n in (1, 2):
+        r = m.step(st, None, policy, at(0))
+        assert isinstance(r.action, m.StageKey)
+        st = m.apply(r.state, m.KeyStaged(at(0), r.action.key_id, r.action.role, spki(n)),
+                     policy, at(0))
+    st.records.append(m.RecordInfo("3 1 1 " + "ab" * 32, None, m.RecordState.HIDDEN, at(0),
+                                   m.RecordKind.ADOPTED))
+    r = m.step(st, None, policy, at(0))
+    assert r.action is None and "more than max_records 2" in r.reason

@@ -159,3 +159,12 @@ def test_the_examples_load(tmp_path: Path) -> None:
     assert "\ndeploy_hook = rollover certbot-hook\n" in renewal
     dropin = (REPO / "examples/certbot/certbot.service.d-rollover.conf").read_text()
     assert "\n[Service]\nExecStartPost=-" in dropin and dropin.rstrip().endswith("rollover run")
+
+
+def test_hook_with_arguments_it_does_not_know_still_exits_0(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from rollover.cli import main
+
+    assert main(["certbot-hook", "--no-such-option"]) == 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

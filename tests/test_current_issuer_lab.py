@@ -144,3 +144,39 @@ def test_current_issuer_bootstrap_roll_and_ca_change_never_mismatch(
               + f"; 2 x TTL = {2 * dns_lab.ttl}s")
     finally:
         pebble.close()
+
+
+def test_current_issuer_pins_an_intermediate_of_a_three_certificate_chain(
+        dns_lab: DnsLab, postfix_lab: PostfixLab, tmp_path: Path) -> None:
+    """Pebble with PEBBLE_CHAIN_LENGTH=3 (root -> intermediate -> intermediate -> leaf):
+    `issuer: intermediate` publishes the 2 1 1 of the leaf's issuer; bootstrap and a key
+    rollover under the monitor."""
+    pebble = PebbleLab(f"{dns_lab.primary.address}:53", port=14300, management_port=15300)
+    pebble.extra_env = {"PEBBLE_CHAIN_LENGTH": "3"}
+    pebble.start()
+    try:
+        host = f"mx{secrets.token_hex(3)}.example.test"
+        dns_lab.update(host, "A", dns_lab.ttl, [postfix_lab.address])
+        dns_lab.wait_all(host, "A", [postfix_lab.address])
+        cfg = write_full_config(tmp_path, dns_lab, pebble, postfix_lab, host,
+                                policy={"retire_grace": "2s"})
+        cfg.write_text(cfg.read_text().replace(
+            "  provider: lab\n", "  provider: lab\n  scheme: current+issuer\n"
+            "  issuer: intermediate\n", 1))
+        mon = IssuerMonitor(dns_lab, postfix_lab, host)
+        mon.start()
+        try:
+            assert main(["run", "--wait", "--config", str(cfg)]) == 0
+            assert main(["run", "--roll", "--wait", "--config", str(cfg)]) == 0
+        finally:
+            mon.stop()
+        s = slot(cfg, host)
+        chain = [x509.load_der_x509_certificate(d)
+                 for d in served_chain(postfix_lab.address, postfix_lab.port, "ecdsa-p256")]
+        assert len(chain) >= 3  # leaf + two intermediates
+        issuer_of_leaf = tlsa.tlsa_record(chain[1], 2, 1, 1).to_text()
+        assert s["installed"]["issuers"] == [issuer_of_leaf]
+        assert all(issuer_of_leaf in r for r in rrsets(dns_lab, host))
+        assert mon.violations == [], mon.violations[:5]
+    finally:
+        pebble.close()

@@ -36,6 +36,7 @@ class PebbleLab:
         self.dns_server = dns_server
         self.eab_keys = dict(eab_keys or {})
         self.nonce_reject = nonce_reject  # percentage of good nonces Pebble rejects as bad
+        self.extra_env: dict[str, str] = {}  # e.g. PEBBLE_CHAIN_LENGTH
         self.directory_url = f"https://{self.address}:{port}/dir"
         self.management_url = f"https://{self.address}:{management_port}"
         self.workdir = Path(tempfile.mkdtemp(prefix="rollover-pebble-"))
@@ -70,7 +71,7 @@ class PebbleLab:
         """Start Pebble; return the seconds until its directory answered."""
         self.config_path.write_text(json.dumps(self._config(), indent=2))
         env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": str(self.nonce_reject),
-               "PEBBLE_AUTHZREUSE": "0"}
+               "PEBBLE_AUTHZREUSE": "0", **self.extra_env}
         self._daemon = Daemon("pebble", [PEBBLE, "-config", str(self.config_path),
                                          "-dnsserver", self.dns_server],
                               self.log, env=env, cwd=self.workdir)

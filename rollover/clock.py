@@ -15,7 +15,14 @@ class Clock(Protocol):
     def monotonic(self) -> float: ...
 
 
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
 class SystemClock:
+    """Wall clock, and the system's monotonic clock: on Linux CLOCK_MONOTONIC counts from boot
+    and is the same for every process, so two runs of one boot can compare their readings and
+    tell an NTP step of the wall clock from time that passed."""
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 
@@ -25,6 +32,14 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def epoch(self) -> str:
+        """Which monotonic clock: the boot id ("" when unknown: readings are not compared)."""
+        try:
+            with open(BOOT_ID, encoding="ascii") as f:
+                return f.read(64).strip().replace("-", "")[:32]
+        except OSError:
+            return ""
 
 
 class FakeClock:
@@ -46,6 +61,13 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self._now += timedelta(seconds=seconds)
         self._mono += seconds
+
+    def epoch(self) -> str:
+        return "fa4e"  # one boot, for as long as the fake lives
+
+    def step_wall(self, seconds: float) -> None:
+        """The wall clock jumps (an NTP step); monotonic time does not."""
+        self._now += timedelta(seconds=seconds)
 
 
 def utc(dt: datetime) -> datetime:

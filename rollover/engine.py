@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -128,6 +129,9 @@ class Engine:
         self.edges = edges
         self.clock = edges.clock
         self.config_id = config_id(config)
+        # stamps observations with the monotonic clock they were read on (see machine._absorb)
+        epoch = getattr(self.clock, "epoch", None)
+        self.run_id = (epoch() if epoch is not None else "") or secrets.token_hex(6)
         self._zones: dict[str, str] = {}
         self._zone_errors: dict[str, ObserveError] = {}
 
@@ -210,16 +214,20 @@ class Engine:
                                                                w.extra))
                 except ObserveError as exc:
                     results.append(exc)
-        out.update(zip(keys, results, strict=True))
+        mono = self.clock.monotonic()
+        stamped = [replace(r, mono=mono, run=self.run_id) if isinstance(r, Observation) else r
+                   for r in results]
+        out.update(zip(keys, stamped, strict=True))
         return out
 
     def observe(self, endpoint: EndpointConfig) -> Observation:
-        return self.edges.observer.observe(
+        obs = self.edges.observer.observe(
             endpoint.endpoint.owner,
             "TLSA",
             self.zone_of(endpoint),
             tuple(endpoint.extra_nameservers),
         )
+        return replace(obs, mono=self.clock.monotonic(), run=self.run_id)
 
     # --- public entry points -----------------------------------------------------------------
 

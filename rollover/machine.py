@@ -739,6 +739,14 @@ def observation_verdict(st: SlotState, obs: Observation) -> str | None:
 
 
 def _absorb(st: SlotState, obs: Observation) -> None:
+    prev = st.observation
+    if (prev is not None and st.agree_since is not None and prev.run and prev.run == obs.run
+            and prev.mono is not None and obs.mono is not None):
+        # A wall-clock step forward between two looks of one run (NTP) is time nobody watched
+        # the servers for: the 2 x TTL clock does not get it for free.
+        jump = (obs.at - prev.at).total_seconds() - (obs.mono - prev.mono)
+        if jump > 1.0:
+            st.agree_since += timedelta(seconds=jump)
     st.observation = obs
     if obs.max_ttl() is not None:
         st.ttl_seen = max(st.ttl_seen, obs.max_ttl() or 0)

@@ -205,6 +205,10 @@ class Observation:
     negative_ttl: int | None = None  # min(SOA TTL, SOA MINIMUM): how long NXDOMAIN/NODATA is cached
     signed: bool = False
     problems: tuple[str, ...] = ()  # zone-level trouble, e.g. the _tcp NXDOMAIN pitfall
+    # the system's monotonic seconds when taken, and which monotonic clock (the boot id): between
+    # two looks on one clock a wall-clock step (NTP) shows as a difference, and is not counted
+    mono: float | None = None
+    run: str | None = None
 
     def agreed(self) -> frozenset[str] | None:
         """The RRset every address serves, or None if any address failed or they differ."""
@@ -251,6 +255,8 @@ class Observation:
             "signed": self.signed,
             "problems": list(self.problems),
             "answers": [a.to_dict() for a in self.answers],
+            "mono": self.mono,
+            "run": self.run,
         }
 
     @classmethod
@@ -264,6 +270,8 @@ class Observation:
             negative_ttl=d.get("negative_ttl"),
             signed=d.get("signed", False),
             problems=tuple(d.get("problems", ())),
+            mono=d.get("mono"),
+            run=d.get("run"),
         )
 
 

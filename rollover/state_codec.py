@@ -224,7 +224,15 @@ ANSWER = Table("answer", {
     "error": F(SHORT, null=True),
 })
 
+def seconds(v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+        return "must be a number of seconds (0 or more)"
+    return None
+
+
 OBSERVATION = Table("observation", {
+    "mono": F(seconds, null=True),
+    "run": F(text(32, re.compile(r"^[0-9a-f]*$"), "a run id (hex)"), null=True),
     "owner": F(DNS_NAME, required=True),
     "rtype": F(text(16, re.compile(r"^[A-Z0-9]{1,16}$"), "a record type like TLSA")),
     "at": F(timestamp, required=True),

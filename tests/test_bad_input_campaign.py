@@ -596,6 +596,7 @@ def _delete(doc: Any, path: tuple[Any, ...]) -> Any:
 NAN = float("nan")
 WRONG_FOR: dict[type, list[Any]] = {
     int: ["12", 1.5, NAN, float("inf"), -1, True, [], {}],
+    float: ["12", NAN, float("inf"), -1.0, True, [], {}],
     str: [3, True, [], {}, "", "\x1b[2J"],
     bool: ["no", 0, 1, [], {}],
     list: [{}, "x", 3],
@@ -629,10 +630,13 @@ def state_mutations(rng: random.Random) -> Iterator[tuple[str, Any]]:
     for path, value in _paths(good["slots"][b.SLOT.key], slot):
         name = ".".join(str(p) for p in path[2:])
         field = field_of(path[2:])
-        kind = next((t for t in (bool, int, str, list, dict) if isinstance(value, t)), None)
+        kind = next((t for t in (bool, int, float, str, list, dict) if isinstance(value, t)),
+                    None)
         wrongs = list(WRONG_FOR[kind]) if kind else [3, "x", [], True]
         if set(path[2:]) & FREE_TEXT:
             wrongs = [w for w in wrongs if not isinstance(w, str)]
+        if path[-1] == "mono":  # seconds: a number is right, whatever the good value holds
+            wrongs = ["x", [], True, -1, NAN, float("inf")]
         if path[-1] == "rcode":
             wrongs.remove("")  # an address that never answered has no rcode yet
         if not field.null:

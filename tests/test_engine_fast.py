@@ -182,3 +182,33 @@ def test_a_desired_rrset_larger_than_max_records_is_refused_with_a_reason() -> N
                                    m.RecordKind.ADOPTED))
     r = m.step(st, None, policy, at(0))
     assert r.action is None and "more than max_records 2" in r.reason
+
+
+@pytest.mark.parametrize("jump", [3600, 86400])
+def test_a_wall_clock_step_between_runs_never_shortens_the_two_ttl_wait(
+        tmp_path: Path, jump: int) -> None:
+    """cron runs `rollover run`; between two runs NTP steps the wall clock forward. The next run
+    must not count the jump as time the servers agreed: the system's monotonic clock (the same
+    for every process of one boot) says how much time really passed."""
+    world = build_world(tmp_path, ttl=60)
+    eng = world.engine
+
+    def cron(seconds: float) -> None:
+        world.clock.sleep(seconds)
+        assert not [r.error for r in eng.run() if r.error]
+
+    cron(0)  # publishes
+    cron(5)  # every server agrees now: the 2 x TTL clock starts
+    assert _slot_state(world)["agree_since"] is not None
+    world.clock.step_wall(jump)
+    cron(1)
+    s = _slot_state(world)
+    assert s["phase"] == "propagating" and "time says no" in eng.plan()[0].reason
+    assert world.installer.serving == {}
+    cron(2 * 60)  # now 2 x TTL really passed
+    cron(1)
+    assert _slot_state(world)["phase"] in ("ready", "issuing", "installing", "verifying",
+                                           "active", "retiring")
+    assert world.violations == []
+
+

@@ -10,19 +10,17 @@ chain is installed).
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from test_rollover_lab import key_of, owner, rrsets, slot
+from test_rollover_lab import key_of, owner, rrsets, setup, slot
 
 from rollover import tlsa
 from rollover.cli import main
 
-from lab.configs import write_full_config
 from lab.dns import DnsLab
 from lab.pebble import PebbleLab
 from lab.postfix import PostfixLab, served_chain
@@ -81,14 +79,9 @@ def test_current_issuer_bootstrap_roll_and_ca_change_never_mismatch(
     pebble = PebbleLab(f"{dns_lab.primary.address}:53", port=14100, management_port=15100)
     pebble.start()
     try:
-        host = f"mx{secrets.token_hex(3)}.example.test"
-        dns_lab.update(host, "A", dns_lab.ttl, [postfix_lab.address])
-        dns_lab.wait_all(host, "A", [postfix_lab.address])
         bundle = tmp_path / "roots.pem"
         _roots(pebble, bundle)
-        cfg = write_full_config(tmp_path, dns_lab, pebble, postfix_lab, host,
-                                policy={"retire_grace": "2s", "key_lifetime": "60d",
-                                        "renew_before": "1d"})
+        host, cfg = setup(tmp_path, dns_lab, pebble, postfix_lab)
         text = cfg.read_text().replace("  provider: lab\n", "  provider: lab\n"
                                        "  scheme: current+issuer\n  issuer: root\n"
                                        f"  issuer_bundle: {bundle}\n", 1)
@@ -155,11 +148,7 @@ def test_current_issuer_pins_an_intermediate_of_a_three_certificate_chain(
     pebble.extra_env = {"PEBBLE_CHAIN_LENGTH": "3"}
     pebble.start()
     try:
-        host = f"mx{secrets.token_hex(3)}.example.test"
-        dns_lab.update(host, "A", dns_lab.ttl, [postfix_lab.address])
-        dns_lab.wait_all(host, "A", [postfix_lab.address])
-        cfg = write_full_config(tmp_path, dns_lab, pebble, postfix_lab, host,
-                                policy={"retire_grace": "2s"})
+        host, cfg = setup(tmp_path, dns_lab, pebble, postfix_lab)
         cfg.write_text(cfg.read_text().replace(
             "  provider: lab\n", "  provider: lab\n  scheme: current+issuer\n"
             "  issuer: intermediate\n", 1))

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_rollover_lab import setup
 
 from rollover.cli import main
 from rollover.errors import ExitStatus
 
-from lab.configs import write_full_config
 from lab.dns import DnsLab
 from lab.pebble import PebbleLab
 from lab.postfix import PostfixLab
@@ -37,11 +37,7 @@ def test_an_account_that_needs_eab_stops_the_slot_until_the_config_gives_it(
                        eab_keys={"kid-1": hmac})
     pebble.start()
     try:
-        host = f"mx{secrets.token_hex(3)}.example.test"
-        dns_lab.update(host, "A", dns_lab.ttl, [postfix_lab.address])
-        dns_lab.wait_all(host, "A", [postfix_lab.address])
-        cfg = write_full_config(tmp_path, dns_lab, pebble, postfix_lab, host,
-                                policy={"retire_grace": "2s"})
+        host, cfg = setup(tmp_path, dns_lab, pebble, postfix_lab)
         assert main(["run", "--wait", "--config", str(cfg)]) == ExitStatus.ERROR
         out = capsys.readouterr().out
         s = _slot(cfg, host)

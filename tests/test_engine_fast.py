@@ -212,3 +212,19 @@ def test_a_wall_clock_step_between_runs_never_shortens_the_two_ttl_wait(
     assert world.violations == []
 
 
+
+
+def test_the_slots_of_one_owner_change_its_rrset_in_one_update(tmp_path: Path) -> None:
+    """Two algorithms share `_25._tcp.HOST`: their records go out together. Two updates would
+    leave a moment with one slot's records and not the other's (its key in service unmatched)."""
+    world = build_world(tmp_path, algorithms=("ecdsa-p256", "rsa2048"))
+    world.engine.run()
+    history = world.zone.history[world.owner()]
+    assert len(history) == 1 and len(history[0][1]) == 4
+    _run(world)
+    _run(world, roll=True)
+    changes = [rrset for _t, rrset in world.zone.history[world.owner()]]
+    # every change kept both algorithms' current keys: no update ever carried one slot alone
+    for rrset in changes:
+        assert len(rrset) >= 4, rrset
+    assert world.violations == []

@@ -67,6 +67,9 @@ def exim(exim_lab: EximLab) -> Iterator[EximLab]:
 
 def test_exim_bootstrap_of_two_algorithms_keeps_every_algorithm_covered(
         dns_lab: DnsLab, pebble_lab: PebbleLab, exim: EximLab, tmp_path: Path) -> None:
+    """From the first TLSA record on, the key in service of *each* algorithm is covered on every
+    server. (This caught the engine publishing the slots of one owner one after the other: for
+    100-300 ms the RRset held the ECDSA slot's records but not the RSA key in service.)"""
     _, owner, cfg = exim_config(tmp_path, dns_lab, pebble_lab, exim)
     mon = InvariantMonitor(dns_lab, exim.address, 25, "smtp", owner, ALGORITHMS,
                            before_dane=True)

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rollover.errors import InstallError
 from rollover.hooks.files import (
     DEFAULT_FILE_NAME,
     FILE_OPTIONS,
@@ -23,14 +22,13 @@ from rollover.hooks.files import (
     FileOptions,
     Runner,
     command_text,
-    file_name_for,
     parse_file_options,
 )
-from rollover.hooks.postfix import chain_file_bytes
+from rollover.hooks.pairs import KeyChainFiles
 from rollover.model import SlotId
 
 
-class CommandInstaller(FileInstaller):
+class CommandInstaller(KeyChainFiles, FileInstaller):
     """`type: command`: directory, command (required), file_name or key_name + chain_name,
     file_mode, group."""
 
@@ -62,35 +60,9 @@ class CommandInstaller(FileInstaller):
         base_env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(directory, file_mode=file_mode, group=group, run=run, timeout=timeout)
-        if (key_name is None) != (chain_name is None):
-            raise InstallError("command installer: give both key_name and chain_name, or neither")
+        self._set_names("command", file_name, key_name, chain_name)
         self.command = tuple(command)
-        self.file_name = file_name
-        self.key_name = key_name
-        self.chain_name = chain_name
         self.base_env = base_env
-
-    @property
-    def separate(self) -> bool:
-        return self.key_name is not None
-
-    def key_path(self, slot: SlotId) -> Path:
-        name = self.key_name if self.key_name is not None else self.file_name
-        return self.directory / file_name_for(name, slot, "key_name")
-
-    def chain_path(self, slot: SlotId) -> Path:
-        name = self.chain_name if self.chain_name is not None else self.file_name
-        return self.directory / file_name_for(name, slot, "chain_name")
-
-    def files_for(self, slot: SlotId) -> list[Path]:
-        if self.separate:
-            return [self.key_path(slot), self.chain_path(slot)]
-        return [self.chain_path(slot)]
-
-    def contents(self, slot: SlotId, key_pem: bytes, chain_pem: bytes) -> list[bytes]:
-        if self.separate:
-            return [key_pem, chain_pem]
-        return [chain_file_bytes(key_pem, chain_pem)]
 
     def environment(self, slot: SlotId) -> dict[str, str]:
         env = dict(os.environ if self.base_env is None else self.base_env)

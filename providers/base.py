@@ -17,7 +17,7 @@ change already in effect, submit, wait until the backend says it is applied (Rou
 re-read and confirm that exactly the computed RRset is served. Every failure leaves as one
 `ProviderError` whose message names the provider and what failed, and never a secret.
 
-Propagation checking is never a provider's job (rollover.observe does it).
+Propagation checking is never a provider's job (rollover.edges.observe does it).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.tlsabase
 
-from rollover import registry
+from rollover.config import registry
 from rollover.errors import ConfigError, ProviderError
 from rollover.model import RRset
 

@@ -46,11 +46,11 @@ import dns.tsig
 import dns.update
 
 from rollover import fileio
-from rollover.confcheck import Section
+from rollover.config.check import Section
+from rollover.config.registry import ParseContext
 from rollover.display import shown
 from rollover.errors import ProviderError
 from rollover.model import RRset
-from rollover.registry import ParseContext
 
 from .base import ANY_TYPE, ProviderBase, Submission, Supports, Target, canonical, parse_rdata
 

@@ -45,9 +45,9 @@ import dns.zone
 
 from rollover import fileio
 from rollover.clock import SystemClock
-from rollover.confcheck import Section
+from rollover.config.check import Section
+from rollover.config.registry import ParseContext
 from rollover.errors import ProviderError
-from rollover.registry import ParseContext
 
 from .base import ProviderBase, Submission, Supports, Target, canonical, canonical_text
 

@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-from rollover import machine as m
-from rollover.cli import main
+from rollover.cli.main import main
+from rollover.core import machine as m
 from rollover.model import Algorithm, Observation, ServerAnswer, SlotId
 
 import certgen
@@ -65,7 +65,7 @@ def good_slot_state() -> m.SlotState:
     """A slot in the middle of its life: every optional part of the state document filled."""
     t = datetime(2026, 1, 1, tzinfo=UTC)
     cur, nxt = certgen.key("p256", 1), certgen.key("p256", 2)
-    from rollover import tlsa
+    from rollover.dane import tlsa
 
     keys = [
         m.KeyInfo("k-1", m.KeyRole.CURRENT, tlsa.spki_sha256_hex(cur), t, t),

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from cryptography import x509
 
-from rollover import tlsa
-from rollover.cli import main
+from rollover.cli.main import main
+from rollover.dane import tlsa
 from rollover.errors import ExitStatus
 
 from lab.pki import chain_file_bytes, generate_key, self_signed, write_private

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from rollover import __version__
-from rollover.cli import main
+from rollover.cli.main import main
 from rollover.errors import ExitStatus
 
 

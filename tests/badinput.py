@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from rollover.cli.main import main
+from rollover.environment import Environment
 from rollover.core import machine as m
 from rollover.model import Algorithm, Observation, ServerAnswer, SlotId
 
@@ -163,8 +164,8 @@ def run_cli(argv: Sequence[str], cwd: Path | None = None) -> Outcome:
         if cwd is not None:
             os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-                time_limit(CASE_TIMEOUT):
-            code = main(list(argv), {})
+                time_limit(CASE_TIMEOUT):  # redirected too: a stray print() would be caught
+            code = main(list(argv), Environment(stdout=out, stderr=err, environ={}))
     finally:
         os.chdir(old)
     return Outcome(code, out.getvalue(), err.getvalue())

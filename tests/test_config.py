@@ -322,12 +322,13 @@ def test_no_traceback_in_a_subprocess(cfgdir: Path) -> None:
 )
 def test_through_the_cli(name: str, cfgdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from rollover.cli.main import main
+    from rollover.environment import Environment
 
     text = (CORPUS / name).read_text()
     path = cfgdir / name
     path.write_text(text)
     before = sorted(p.name for p in cfgdir.iterdir())
-    status = main(["plan", "--config", str(path)], env={})
+    status = main(["plan", "--config", str(path)], env=Environment(environ={}))
     err = capsys.readouterr().err
     assert status == ExitStatus.CONFIG
     assert "Traceback" not in err

@@ -18,14 +18,14 @@ import contextlib
 import subprocess
 import sys
 import syslog
-from collections.abc import Mapping
 
 from rollover.cli import argtypes
 from rollover.cli.run import load
-from rollover.clock import SystemClock, format_time
+from rollover.clock import format_time
 from rollover.config.load import Config, EndpointConfig
 from rollover.display import clip, printable
 from rollover.edges import spool
+from rollover.environment import Environment
 from rollover.errors import ExitStatus, RolloverError
 from rollover.state.store import StateStore
 
@@ -46,24 +46,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_TIMEOUT:g})")
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def run(args: argparse.Namespace, env: Environment) -> int:
     try:
         _hook(args, env)
     except RolloverError as exc:
         lines = str(exc).split("\n")
         more = f" (and {len(lines) - 1} more problems)" if len(lines) > 1 else ""
-        _say(f"error: {lines[0]}{more}; nothing recorded, certbot's files are as it wrote "
+        _say(env, f"error: {lines[0]}{more}; nothing recorded, certbot's files are as it wrote "
              "them", syslog.LOG_ERR)
     except Exception as exc:  # a bug must not fail certbot either; no traceback, no secrets
-        _say(f"error: unexpected {type(exc).__name__}; nothing recorded", syslog.LOG_ERR)
+        _say(env, f"error: unexpected {type(exc).__name__}; nothing recorded", syslog.LOG_ERR)
     except KeyboardInterrupt:
-        _say("interrupted; nothing recorded", syslog.LOG_WARNING)
+        _say(env, "interrupted; nothing recorded", syslog.LOG_WARNING)
     return ExitStatus.OK  # by contract: a deploy hook of ours never fails certbot
 
 
-def _say(message: str, priority: int = syslog.LOG_INFO) -> None:
+def _say(env: Environment, message: str, priority: int = syslog.LOG_INFO) -> None:
     line = printable(clip(message, 2000))
-    print(f"rollover certbot-hook: {line}", file=sys.stderr, flush=True)
+    env.err(f"rollover certbot-hook: {line}")
     with contextlib.suppress(OSError):
         syslog.openlog("rollover-certbot-hook", 0, syslog.LOG_DAEMON)
         syslog.syslog(priority, line)
@@ -80,52 +80,54 @@ def _matching(config: Config, lineage: str) -> list[EndpointConfig]:
     return found
 
 
-def _hook(args: argparse.Namespace, env: Mapping[str, str]) -> None:
-    lineage = env.get("RENEWED_LINEAGE", "").strip()
+def _hook(args: argparse.Namespace, env: Environment) -> None:
+    lineage = env.environ.get("RENEWED_LINEAGE", "").strip()
     if not lineage:
-        _say("error: RENEWED_LINEAGE is not set: run me as certbot's deploy hook "
+        _say(env, "error: RENEWED_LINEAGE is not set: run me as certbot's deploy hook "
              "(deploy_hook = rollover certbot-hook)", syslog.LOG_ERR)
         return
-    domains = tuple(env.get("RENEWED_DOMAINS", "").split())
+    domains = tuple(env.environ.get("RENEWED_DOMAINS", "").split())
     config = load(args, env)
     endpoints = _matching(config, lineage)
     if not endpoints:
-        _say(f"no endpoint of {config.path} takes its certificate from {lineage}; nothing to "
+        _say(env, f"no endpoint of {config.path} takes its certificate from {lineage}; nothing to "
              "do")
         return
     store = StateStore(config.state_dir, create=True)  # checks owner and modes
-    now = format_time(SystemClock().now())
+    now = format_time(env.clock.now())
     for ep in endpoints:
         spool.write(store.state_dir, str(ep.endpoint), "certbot", lineage, domains, now)
     hosts = sorted({ep.host for ep in endpoints})
     missing = [h for h in hosts if domains and h not in domains]
     warn = f" (warning: the certificate does not name {', '.join(missing)})" if missing else ""
     if not args.run:
-        _say(f"{lineage} renewed: noted for {', '.join(hosts)}; the next `rollover run` "
+        _say(env, f"{lineage} renewed: noted for {', '.join(hosts)}; the next `rollover run` "
              f"installs it when the rules allow{warn}")
         return
-    _say(f"{lineage} renewed: noted for {', '.join(hosts)}; running them now{warn}")
-    _run_now(args, config, hosts)
+    _say(env, f"{lineage} renewed: noted for {', '.join(hosts)}; running them now{warn}")
+    _run_now(args, config, hosts, env)
 
 
-def _run_now(args: argparse.Namespace, config: Config, hosts: list[str]) -> None:
+def _run_now(args: argparse.Namespace, config: Config, hosts: list[str], env: Environment
+             ) -> None:
     argv = [sys.executable, "-m", "rollover", "run", "--config", str(config.path)]
     if args.state_dir:
         argv += ["--state-dir", str(args.state_dir)]
     for host in hosts:
         argv += ["--only", host]
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=args.timeout, check=False)
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=args.timeout, check=False,
+                              env=dict(env.environ))
     except subprocess.TimeoutExpired:
-        _say(f"run stopped after {args.timeout:g}s (it resumes where it stopped: the next "
+        _say(env, f"run stopped after {args.timeout:g}s (it resumes where it stopped: the next "
              "`rollover run` continues)", syslog.LOG_WARNING)
         return
     except OSError as exc:
-        _say(f"error: cannot start rollover run: {exc.strerror}; the note waits for the next "
+        _say(env, f"error: cannot start rollover run: {exc.strerror}; the note waits for the next "
              "run", syslog.LOG_ERR)
         return
     if done.returncode == ExitStatus.LOCKED:
-        _say("another rollover run holds the lock; it (or the next run) takes the note")
+        _say(env, "another rollover run holds the lock; it (or the next run) takes the note")
     elif done.returncode != 0:
-        _say(f"rollover run exited {done.returncode} (its reason is above)",
+        _say(env, f"rollover run exited {done.returncode} (its reason is above)",
              syslog.LOG_WARNING)

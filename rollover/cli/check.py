@@ -14,16 +14,14 @@ import argparse
 import ipaddress
 import json
 import re
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from rollover.cli import argtypes
-from rollover.clock import SystemClock
 from rollover.dane import tlsa
 from rollover.display import clip, printable
+from rollover.environment import DEFAULT_CONFIG, Environment
 from rollover.errors import ExitStatus, InputError, ObserveError, RolloverError, UsageError
 from rollover.model import Algorithm, Endpoint, TLSARecord
 from rollover.monitor import nagios as nagios_out
@@ -38,8 +36,6 @@ from rollover.monitor.hostcheck import (
     probe_all,
     sources_json,
 )
-
-DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"
 
 EPILOG = """\
 examples:
@@ -113,22 +109,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- run
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def run(args: argparse.Namespace, env: Environment) -> int:
     if not args.nagios:
         return _run(args, env)
     try:
         return _run(args, env)
     except RolloverError as exc:  # a plugin that cannot tell says UNKNOWN, in one line
-        print(nagios_out.plugin_output("DANE", ExitStatus.UNKNOWN, str(exc).split("\n")[0], ()))
+        env.out(nagios_out.plugin_output("DANE", ExitStatus.UNKNOWN, str(exc).split("\n")[0],
+                                         ()))
         return int(ExitStatus.UNKNOWN)
 
 
-def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def _run(args: argparse.Namespace, env: Environment) -> int:
     if args.warning < args.critical:
         raise UsageError(f"-w {args.warning:g} must not be below -c {args.critical:g} "
                          "(days until expiry: warn first)")
     if args.domain is not None:
-        return _run_domain(args)
+        return _run_domain(args, env)
     if args.host is None:
         raise UsageError("give a HOST to check, or --domain DOMAIN")
     if args.trust_anchor or args.validating_resolver or args.prometheus:
@@ -143,13 +140,13 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     algorithms = [Algorithm(a) for a in dict.fromkeys(args.algorithm)] or list(DEFAULT_ALGORITHMS)
     if args.chain is not None and (args.address or args.algorithm):
         raise UsageError("--chain checks a file: leave out --address and --algorithm")
-    chain_file = _load_chain(args.chain) if args.chain is not None else None
+    chain_file = _load_chain(args.chain, env) if args.chain is not None else None
 
     needs_dns = not given or (chain_file is None and not addresses)
     resolvers: list[str] = []
     dns_port, dns_timeout = 53, 2.0
     if needs_dns:
-        resolvers, dns_port, dns_timeout = _resolvers(args)
+        resolvers, dns_port, dns_timeout = _resolvers(args, env)
 
     if chain_file is not None:
         chains = [chain_file]
@@ -159,21 +156,21 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if given:
         sources = [RecordSource("--tlsa", frozenset(given))]
     else:
-        sources, _obs = dns_sources(endpoint.owner, resolvers, dns_port, dns_timeout)
+        sources, _obs = dns_sources(endpoint.owner, resolvers, dns_port, dns_timeout,
+                                      env.clock)
 
-    now = SystemClock().now()
+    now = env.clock.now()
     outcomes = judge(chains, sources, host, now)
 
     ok = bool(outcomes) and all(o.ok for o in outcomes)
     if args.nagios:
         status, text = _host_nagios(endpoint, outcomes, ok, now, args)
-        print(text)
+        env.out(text)
         return int(status)
     if args.json:
-        json.dump(_json(endpoint, outcomes, sources, ok), sys.stdout, indent=2)
-        print()
+        env.out(json.dumps(_json(endpoint, outcomes, sources, ok), indent=2))
     else:
-        _print(endpoint, outcomes)
+        _print(endpoint, outcomes, env)
     return int(ExitStatus.OK if ok else ExitStatus.ERROR)
 
 
@@ -211,24 +208,24 @@ def _parse_tlsa(texts: Sequence[str]) -> list[TLSARecord]:
     return out
 
 
-def _load_chain(path: str) -> ChainSource:
+def _load_chain(path: str, env: Environment) -> ChainSource:
     material = tlsa.load_material(path)  # MissingInputError / InputError, one line
     if not material.certificates:
         raise InputError(
             f"{material.source}: holds no certificate (a chain file starts with the leaf)"
         )
     for note in material.notes:
-        print(f"rollover: warning: {note}", file=sys.stderr)
+        env.err(f"rollover: warning: {note}")
     return ChainSource(f"file {material.source}", None, None, material.certificates)
 
 
-def _resolvers(args: argparse.Namespace) -> tuple[list[str], int, float]:
+def _resolvers(args: argparse.Namespace, env: Environment) -> tuple[list[str], int, float]:
     if args.resolver:
         return [_check_ip(r, "--resolver") for r in args.resolver], 53, 2.0
     from rollover.config.load import load_config
 
-    path = args.config or DEFAULT_CONFIG
-    if args.config is None and not Path(path).exists():
+    path = env.config_path(args.config)
+    if args.config is None and not path.exists():
         raise UsageError(
             "give --resolver IP (or --config with a `resolver` setting), or --tlsa and "
             "--address: the system resolver is never used"
@@ -240,10 +237,10 @@ def _resolvers(args: argparse.Namespace) -> tuple[list[str], int, float]:
 # --------------------------------------------------------------------------- output
 
 
-def _print(endpoint: Endpoint, outcomes: list[Outcome]) -> None:
+def _print(endpoint: Endpoint, outcomes: list[Outcome], env: Environment) -> None:
     def say(line: str) -> None:
         # labels, errors and reasons carry what servers and certificates said: escape them
-        print(printable(line), file=sys.stdout)
+        env.out(printable(line))
 
     for o in outcomes:
         if o.chain.error is not None:
@@ -303,7 +300,7 @@ def _host_nagios(endpoint: Endpoint, outcomes: list[Outcome], ok: bool, now: dat
 # --------------------------------------------------------------------------- --domain
 
 
-def _run_domain(args: argparse.Namespace) -> int:
+def _run_domain(args: argparse.Namespace, env: Environment) -> int:
     from rollover.edges.observe import Observer
     from rollover.monitor import anchors, check_output
     from rollover.monitor.domaincheck import Options, check_domain
@@ -321,13 +318,13 @@ def _run_domain(args: argparse.Namespace) -> int:
     if validating and args.trust_anchor:
         raise UsageError("give --trust-anchor or --validating-resolver, not both")
     anchor = None if validating else anchors.load(args.trust_anchor)
-    resolvers, dns_port, dns_timeout = _resolvers(args)
+    resolvers, dns_port, dns_timeout = _resolvers(args, env)
     algorithms = tuple(Algorithm(a) for a in dict.fromkeys(args.algorithm)) or DEFAULT_ALGORITHMS
     opts = Options(port=_check_port(args.port), resolvers=tuple(resolvers), dns_port=dns_port,
                    dns_timeout=dns_timeout, timeout=args.timeout, algorithms=algorithms,
                    tls=args.tls, anchor=anchor, validating_resolver=validating,
                    warn_days=args.warning, crit_days=args.critical)
-    clock = SystemClock()
+    clock = env.clock
     try:
         observer = Observer(resolvers, port=dns_port, timeout=dns_timeout, clock=clock)
     except ObserveError as exc:
@@ -339,7 +336,7 @@ def _run_domain(args: argparse.Namespace) -> int:
         write_domain(report, args.prometheus)
     if args.nagios:
         status, text = check_output.nagios(report, args.warning, args.critical)
-        print(text)
+        env.out(text)
         return int(status)
-    print(check_output.to_json(report) if args.json else check_output.text(report))
+    env.out(check_output.to_json(report) if args.json else check_output.text(report))
     return int(check_output.exit_status(report))

@@ -18,20 +18,21 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from rollover.cli import argtypes
-from rollover.clock import SystemClock
-from rollover.config.load import DEFAULT_PATH, DEFAULT_STATE_DIR, load_config, system_resolvers
+from rollover.clock import Clock
+from rollover.config.load import DEFAULT_STATE_DIR, load_config, system_resolvers
 from rollover.dane import match as dane
 from rollover.dane import tlsa
 from rollover.display import clip
 from rollover.edges.mx import MxHost, Resolver, mx_hosts
 from rollover.edges.observe import Observer
 from rollover.edges.probe import parallel, probe_tls
+from rollover.environment import DEFAULT_CONFIG, Environment
 from rollover.errors import ConfigError, ObserveError, RolloverError, UsageError
 from rollover.hooks.dovecot import DovecotInstaller
 from rollover.hooks.exim import EximInstaller, EximOptions
@@ -60,8 +61,8 @@ OUTBOUND = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain", required=True, type=domain_name,
                         help="mail domain whose MX hosts to manage")
-    parser.add_argument("--output", "-o", type=Path, default=DEFAULT_PATH,
-                        help=f"configuration file to write (default {DEFAULT_PATH}; never "
+    parser.add_argument("--output", "-o", type=Path, default=Path(DEFAULT_CONFIG),
+                        help=f"configuration file to write (default {DEFAULT_CONFIG}; never "
                              "overwritten)")
     parser.add_argument("--resolver", action="append", type=ip_address, default=None,
                         metavar="IP", help="resolver to ask (repeatable; default: resolv.conf)")
@@ -146,29 +147,29 @@ class HostFacts:
 
 
 def _look(address: str, port: int, alg: Algorithm, host: str, records: list[str],
-          timeout: float) -> Look:
+          timeout: float, now: datetime) -> Look:
     probe = probe_tls(address, port, alg, host, timeout=timeout)
     if probe.error or not probe.chain:
         return Look(address, alg, error=probe.error or "no certificate")
     look = Look(address, alg, spki=tlsa.spki_sha256_hex(probe.chain[0]))
     if records:
         parsed = [TLSARecord.from_text(r) for r in records]
-        look.matches = dane.match_chain(list(probe.chain), parsed, host,
-                                        SystemClock().now()).matched
+        look.matches = dane.match_chain(list(probe.chain), parsed, host, now).matched
     return look
 
 
-def _looker(port: int, host: str, records: list[str],
-            timeout: float) -> Callable[[tuple[str, Algorithm]], Look]:
+def _looker(port: int, host: str, records: list[str], timeout: float,
+            now: datetime) -> Callable[[tuple[str, Algorithm]], Look]:
     def look(job: tuple[str, Algorithm]) -> Look:
-        return _look(job[0], port, job[1], host, records, timeout)
+        return _look(job[0], port, job[1], host, records, timeout, now)
     return look
 
 
-def discover(args: argparse.Namespace, resolvers: Sequence[str], port: int) -> list[HostFacts]:
+def discover(args: argparse.Namespace, resolvers: Sequence[str], port: int,
+             clock: Clock) -> list[HostFacts]:
     resolver = Resolver(resolvers, port=args.dns_port, timeout=args.timeout)
     observer = Observer(resolvers, port=args.dns_port, timeout=args.timeout,
-                        clock=SystemClock())
+                        clock=clock)
     facts: list[HostFacts] = []
     hosts = mx_hosts(resolver, args.domain)
     wanted = set(args.host or ())
@@ -185,7 +186,7 @@ def discover(args: argparse.Namespace, resolvers: Sequence[str], port: int) -> l
         records = resolver.rdatas(f"_{port}._tcp.{mx.host}", "TLSA")
         hf = HostFacts(mx, zone, servers, records)
         jobs = [(a, alg) for a in mx.addresses for alg in ALGORITHMS]
-        hf.looks = parallel(_looker(port, mx.host, records, args.timeout), jobs)
+        hf.looks = parallel(_looker(port, mx.host, records, args.timeout, clock.now()), jobs)
         facts.append(hf)
     return facts
 
@@ -348,7 +349,7 @@ def write_new(path: Path, text: str) -> None:
         f.write(text)
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def run(args: argparse.Namespace, env: Environment) -> int:
     out: Path = args.output
     if out.exists() or out.is_symlink():
         raise UsageError(f"{out} exists; not overwriting it (remove it or pass --output "
@@ -362,27 +363,27 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     tls_dir = (args.tls_dir or Path(DEFAULT_TLS_DIR[args.mta])).resolve()
     today = mta_today(args)
     try:
-        facts = discover(args, resolvers, port)
+        facts = discover(args, resolvers, port, env.clock)
         managed = [hf for hf in facts if hf.managed]
         server = args.provider_server or primary_address(
             Resolver(resolvers, port=args.dns_port, timeout=args.timeout), managed[0].zone)
     except ObserveError as exc:
         raise RolloverError(f"{args.domain}: {exc}") from None
     write_new(out, render(args, facts, resolvers, port, tls_dir, server, today))
-    print(f"wrote {out} ({len(managed)} MX host{'s' if len(managed) != 1 else ''})")
+    env.out(f"wrote {out} ({len(managed)} MX host{'s' if len(managed) != 1 else ''})")
     try:  # what `rollover plan` will do first: load the file and build its edges
         from rollover.engine.wiring import build_engine
 
-        build_engine(load_config(out), SystemClock(), with_certs=False, create_state=False)
+        build_engine(load_config(out), env.clock, with_certs=False, create_state=False)
     except RolloverError as exc:
-        print(f"before `rollover plan`, fix:\n{exc}")
+        env.out(f"before `rollover plan`, fix:\n{exc}")
     for hf in facts:
         bad = [lk for lk in hf.looks if lk.matches is False]
         if bad:
-            print(f"warning: {hf.mx.host}: {len(bad)} address/algorithm(s) present a "
-                  "certificate the published TLSA records do not match", file=sys.stderr)
+            env.err(f"warning: {hf.mx.host}: {len(bad)} address/algorithm(s) present a "
+                    "certificate the published TLSA records do not match")
     slots = [SlotId(managed[0].mx.host, port, a) for a in managed[0].algorithms()]
-    print("\n# Point the server at rollover's files:")
-    print(snippet(args.mta, tls_dir, slots), end="")
-    print("\n" + OUTBOUND[args.mta], end="")
+    env.out("\n# Point the server at rollover's files:")
+    env.out(snippet(args.mta, tls_dir, slots), end="")
+    env.out("\n" + OUTBOUND[args.mta], end="")
     return 0

@@ -1,21 +1,22 @@
-"""Command line: argv -> subcommand -> exit status. Tests call `main(argv, env)`.
+"""Command line: argv -> subcommand -> exit status. Tests call `main(argv, env)` with an
+`Environment` (streams, clock, variables) of their own.
 
 Every RolloverError becomes one line on stderr and its exit status; no traceback ever reaches
 an operator for bad input. Each subcommand lives in its own `rollover/cmd_*.py` module with
-`add_arguments(parser)` and `run(args, env) -> int`.
+`add_arguments(parser)` and `run(args, env: Environment) -> int`.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
 from rollover import __version__, logsetup
 from rollover.display import clip, printable
+from rollover.environment import Environment
 from rollover.errors import ExitStatus, RolloverError
 
 # name -> (module, one-line help)
@@ -30,9 +31,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("rollover.cli.init", "write a starting configuration"),
     "transitions": ("rollover.cli.transitions", "the state machine's transitions table"),
 }
-
-DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so main() owns the exit status."""
@@ -79,8 +77,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    env = os.environ if env is None else env
+def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
+    env = Environment() if env is None else env
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         argv = hoist(argv)
@@ -88,28 +86,28 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         try:
             args = parser.parse_args(argv)
         except _UsageExit as exc:
-            print(str(exc), file=sys.stderr)
+            env.err(str(exc))
             # the certbot deploy-hook contract: never fail certbot, whatever happens
             return ExitStatus.OK if "certbot-hook" in argv else ExitStatus.USAGE
         except SystemExit as exc:  # --help / --version
             return int(exc.code or 0)
-        logsetup.configure(args.verbose, args.log_format, args.syslog, args.quiet)
+        logsetup.configure(args.verbose, args.log_format, args.syslog, args.quiet, env.stderr)
         if not args.command:
-            print(f"rollover: error: no COMMAND given (one of {', '.join(COMMANDS)}); "
-                  "rollover --help tells more", file=sys.stderr)
+            env.err(f"rollover: error: no COMMAND given (one of {', '.join(COMMANDS)}); "
+                    "rollover --help tells more")
             return ExitStatus.USAGE
         if getattr(args, "_missing", False):
-            print(f"rollover {args.command}: not implemented yet", file=sys.stderr)
+            env.err(f"rollover {args.command}: not implemented yet")
             return ExitStatus.NOT_IMPLEMENTED
         module = importlib.import_module(args._module)
         return int(module.run(args, env))
     except RolloverError as exc:
         # one line per problem (a config error lists them all); none can drive the terminal
         lines = "\n".join(printable(line) for line in str(exc).split("\n"))
-        print(f"rollover: error: {lines}", file=sys.stderr)
+        env.err(f"rollover: error: {lines}")
         return int(exc.exit_status)
     except KeyboardInterrupt:
-        print("rollover: interrupted", file=sys.stderr)
+        env.err("rollover: interrupted")
         return ExitStatus.INTERRUPTED
 
 

@@ -5,21 +5,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 from rollover import logsetup
 from rollover.cli import argtypes
-from rollover.clock import Clock, SystemClock
 from rollover.config.load import Config, load_config
 from rollover.engine.wiring import build_engine
+from rollover.environment import DEFAULT_CONFIG, Environment
 from rollover.errors import ExitStatus, RolloverError, UsageError
 from rollover.monitor import report
 from rollover.monitor.nagios import days_threshold, plugin_output
 from rollover.monitor.progress_view import LiveView, PlainLines
 
-DEFAULT_CONFIG = "/etc/rollover/rollover.yaml"
 log = logging.getLogger("rollover")
 
 
@@ -58,9 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                  "atomic)")
 
 
-def load(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
-    path = args.config or env.get("ROLLOVER_CONFIG") or DEFAULT_CONFIG
-    config = load_config(Path(path))
+def load(args: argparse.Namespace, env: Environment) -> Config:
+    config = load_config(env.config_path(args.config))
     for warning in logsetup.aggregate(config.warnings):  # one line per advice
         log.warning("warning: %s", warning)
     if args.state_dir is not None:
@@ -68,18 +64,18 @@ def load(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     return config
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = None) -> int:
+def run(args: argparse.Namespace, env: Environment) -> int:
     if args.command == "status" and args.nagios:
         try:
-            return _run(args, env, clock)
+            return _run(args, env)
         except RolloverError as exc:  # a plugin that cannot tell says UNKNOWN, in one line
-            print(plugin_output("ROLLOVER", ExitStatus.UNKNOWN, str(exc).split("\n")[0], ()))
+            env.out(plugin_output("ROLLOVER", ExitStatus.UNKNOWN, str(exc).split("\n")[0], ()))
             return ExitStatus.UNKNOWN
-    return _run(args, env, clock)
+    return _run(args, env)
 
 
-def _run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None = None) -> int:
-    clock = clock or SystemClock()
+def _run(args: argparse.Namespace, env: Environment) -> int:
+    clock = env.clock
     config = load(args, env)
     command = args.command
     if command == "run":
@@ -87,8 +83,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None =
             config = only(config, args.only)
         engine = build_engine(config, clock)
         quiet = getattr(args, "quiet", False)
-        view = (None if quiet else LiveView(sys.stderr, clock) if sys.stderr.isatty()
-                else PlainLines(sys.stderr))
+        view = (None if quiet else LiveView(env.stderr, clock) if env.stderr_isatty()
+                else PlainLines(env.stderr))
         try:
             reports = engine.run(roll=args.roll, resume=args.resume, wait=args.wait,
                                  max_wait=args.max_wait, progress=view)
@@ -96,7 +92,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None =
             if view is not None:
                 view.close()
         if not quiet or any(r.done or r.error for r in reports):  # cron: only on a change
-            print(report.text(reports, clock.now()))
+            env.out(report.text(reports, clock.now()))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
     engine = build_engine(config, clock, with_certs=False, create_state=False)
     if command == "plan" or not getattr(args, "no_observe", False):
@@ -108,8 +104,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None =
     if command == "plan":
         reports = engine.plan()
         now = clock.now()
-        print(report.to_json(reports, now) if args.json else
-              report.text(reports, now, heading="would next"))
+        env.out(report.to_json(reports, now) if args.json else
+                report.text(reports, now, heading="would next"))
         return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
     reports = engine.status(observe=not args.no_observe)
     now = clock.now()
@@ -119,9 +115,9 @@ def _run(args: argparse.Namespace, env: Mapping[str, str], clock: Clock | None =
         write_status(reports, now, args.prometheus)
     if args.nagios:
         status, line = report.nagios(reports, now, args.warning, args.critical)
-        print(line)
+        env.out(line)
         return status
-    print(report.to_json(reports, now) if args.json else report.text(reports, now))
+    env.out(report.to_json(reports, now) if args.json else report.text(reports, now))
     return ExitStatus.ERROR if any(r.error for r in reports) else ExitStatus.OK
 
 

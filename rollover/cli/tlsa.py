@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
-from collections.abc import Mapping
 
 from cryptography import x509
 
 from rollover.cli import argtypes
 from rollover.dane import tlsa
 from rollover.display import clip
+from rollover.environment import Environment
 from rollover.errors import InputError, UsageError
 from rollover.model import USAGE_NAMES, TLSARecord
 
@@ -66,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "implies --bundle)")
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def run(args: argparse.Namespace, env: Environment) -> int:
     host = _check_output_options(args)
     bundle_mode = args.bundle or args.issuer is not None
     usage = args.usage if args.usage is not None else (2 if bundle_mode else 3)
@@ -74,28 +73,26 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise UsageError("--bundle/--issuer emit DANE-TA records: --usage must be 2 (or left out)")
     materials = [tlsa.load_material(f) for f in args.files]
     for note in (n for m in materials for n in m.notes):
-        print(f"rollover: warning: {note}", file=sys.stderr)
+        env.err(f"rollover: warning: {note}")
     if usage in (0, 1):
-        print(f"rollover: warning: usage {usage} ({USAGE_NAMES[usage]}) is ignored by SMTP "
-              "clients (RFC 7672 section 3.1.3); publish 3 (DANE-EE) or 2 (DANE-TA)",
-              file=sys.stderr)
+        env.err(f"rollover: warning: usage {usage} ({USAGE_NAMES[usage]}) is ignored by SMTP "
+                "clients (RFC 7672 section 3.1.3); publish 3 (DANE-EE) or 2 (DANE-TA)")
 
     comments: list[str] = []
     if bundle_mode:
         records = _bundle_records(materials, args.issuer or "root", args.selector, args.mtype,
                                   comments)
     else:
-        records = _plain_records(materials, usage, args.selector, args.mtype)
+        records = _plain_records(materials, usage, args.selector, args.mtype, env)
 
-    out = sys.stdout
     if not args.rdata:
         for line in comments:
-            print(line, file=out)
+            env.out(line)
     for rec in records:
         if host is None:
-            print(rec.to_text(), file=out)
+            env.out(rec.to_text())
         else:
-            print(tlsa.zone_line(rec, host, args.port or 25, args.ttl), file=out)
+            env.out(tlsa.zone_line(rec, host, args.port or 25, args.ttl))
     return 0
 
 
@@ -116,16 +113,15 @@ def _check_output_options(args: argparse.Namespace) -> str | None:
 
 
 def _plain_records(materials: list[tlsa.Material], usage: int, selector: int,
-                   mtype: int) -> list[TLSARecord]:
+                   mtype: int, env: Environment) -> list[TLSARecord]:
     records: list[TLSARecord] = []
     for m in materials:
         objs: list[x509.Certificate | tlsa.PublicKey | tlsa.PrivateKey]
         if m.certificates:
             objs = [m.certificates[0]]
             if len(m.certificates) > 1:
-                print(f"rollover: note: {m.source} holds {len(m.certificates)} certificates; "
-                      "using the first (the leaf); --bundle gives records for its issuers",
-                      file=sys.stderr)
+                env.err(f"rollover: note: {m.source} holds {len(m.certificates)} certificates; "
+                        "using the first (the leaf); --bundle gives records for its issuers")
         else:
             objs = [*m.public_keys, *m.private_keys]
         for obj in objs:

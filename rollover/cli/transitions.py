@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
 
 from rollover.core.machine import transitions_table
+from rollover.environment import Environment
 from rollover.errors import ExitStatus
 
 
@@ -13,6 +13,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     del parser  # no options
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    print(transitions_table())
+def run(args: argparse.Namespace, env: Environment) -> int:
+    env.out(transitions_table())
     return ExitStatus.OK

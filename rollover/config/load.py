@@ -31,7 +31,6 @@ from rollover.display import clip, shown
 from rollover.errors import ConfigError, RolloverError
 from rollover.model import Algorithm, Endpoint, Scheme, SlotId
 
-DEFAULT_PATH = Path("/etc/rollover/rollover.yaml")
 DEFAULT_STATE_DIR = Path("/var/lib/rollover")
 RESOLV_CONF = Path("/etc/resolv.conf")
 DEFAULT_ALGORITHMS = (Algorithm.ECDSA_P256,)

@@ -13,7 +13,7 @@ from typing import Any
 
 from cryptography import x509
 
-from rollover.clock import SystemClock
+from rollover.clock import Clock
 from rollover.dane import match as dane
 from rollover.dane import tlsa
 from rollover.edges.probe import ResolveError, TlsVersion, parallel, probe_tls, resolve_addresses
@@ -97,13 +97,13 @@ def record_sources(obs: Observation) -> list[RecordSource]:
     return sources
 
 
-def dns_sources(owner: str, resolvers: Sequence[str], port: int, timeout: float
+def dns_sources(owner: str, resolvers: Sequence[str], port: int, timeout: float, clock: Clock
                 ) -> tuple[list[RecordSource], Observation | None]:
     from rollover.edges.observe import Observer
 
     try:
         obs = Observer(resolvers, port=port, timeout=timeout,
-                       clock=SystemClock()).observe(owner)
+                       clock=clock).observe(owner)
     except ObserveError as exc:
         return [RecordSource("DNS", error=str(exc))], None
     return record_sources(obs), obs

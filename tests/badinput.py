@@ -19,8 +19,8 @@ from pathlib import Path
 from types import FrameType
 
 from rollover.cli.main import main
-from rollover.environment import Environment
 from rollover.core import machine as m
+from rollover.environment import Environment
 from rollover.model import Algorithm, Observation, ServerAnswer, SlotId
 
 import certgen

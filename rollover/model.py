@@ -93,6 +93,11 @@ class TLSARecord:
         return f"{u} {s} {m}"
 
 
+def own_rdata(spki_sha256: str) -> str:
+    """The 3 1 1 (DANE-EE, SPKI, SHA2-256) rdata of a key, from its SPKI digest in hex."""
+    return f"3 1 1 {spki_sha256}"
+
+
 @dataclass(frozen=True, order=True)
 class Endpoint:
     host: str  # lowercase, no trailing dot

@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 LAYERS: dict[str, tuple[str, ...]] = {
-    "ground": ("model", "clock", "errors", "display", "fileio", "logsetup", "environment",
+    "ground": ("model", "clock", "errors", "display", "fileio", "logsetup", "environment", "fanout",
                "__init__", "__version__", "dns"),
     "dane": ("dane",),
     "core": ("core",),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from rollover.cli import argtypes
 from rollover.dane import tlsa
 from rollover.display import clip, printable
+from rollover.dns.names import normalize_hostname
 from rollover.environment import DEFAULT_CONFIG, Environment
 from rollover.errors import ExitStatus, InputError, ObserveError, RolloverError, UsageError
 from rollover.model import Algorithm, Endpoint, TLSARecord
@@ -56,8 +56,6 @@ nameserver failed), 64 bad arguments, 65/66 unreadable input, 78 bad configurati
 Addresses and resolvers are IP addresses: the system resolver is never used.
 """
 
-_HOST = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)"
-                   r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,9 +176,10 @@ def _run(args: argparse.Namespace, env: Environment) -> int:
 
 
 def _check_host(text: str) -> str:
-    if not _HOST.match(text):
-        raise UsageError(f"host '{clip(text, 60)}' is not a valid host name")
-    return text.rstrip(".").lower()
+    host, problem = normalize_hostname(text)
+    if problem:
+        raise UsageError(f"host '{clip(text, 60)}' is not a valid host name: {problem}")
+    return host
 
 
 def _check_port(port: int) -> int:

@@ -31,9 +31,10 @@ from rollover.dane import tlsa
 from rollover.display import clip
 from rollover.edges.mx import MxHost, Resolver, mx_hosts
 from rollover.edges.observe import Observer
-from rollover.edges.probe import parallel, probe_tls
+from rollover.edges.probe import probe_tls
 from rollover.environment import DEFAULT_CONFIG, Environment
 from rollover.errors import ConfigError, ObserveError, RolloverError, UsageError
+from rollover.fanout import parallel
 from rollover.hooks.dovecot import DovecotInstaller
 from rollover.hooks.exim import EximInstaller, EximOptions
 from rollover.hooks.files import FileOptions

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import re
 
 from cryptography import x509
 
 from rollover.cli import argtypes
 from rollover.dane import tlsa
 from rollover.display import clip
+from rollover.dns.names import normalize_hostname
 from rollover.environment import Environment
 from rollover.errors import InputError, UsageError
 from rollover.model import USAGE_NAMES, TLSARecord
@@ -34,8 +34,6 @@ usages 0 (PKIX-TA) and 1 (PKIX-EE) are accepted with a warning: SMTP clients (RF
   them. Selector 0 (full certificate) needs a certificate.
 """
 
-_HOST = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)"
-                   r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,13 +101,14 @@ def _check_output_options(args: argparse.Namespace) -> str | None:
         if args.port is not None or args.ttl is not None:
             raise UsageError("--port and --ttl only apply to zone-file lines: give --host too")
         return None
-    if not _HOST.match(args.host):
-        raise UsageError(f"--host '{clip(args.host, 60)}' is not a valid host name")
+    host, problem = normalize_hostname(args.host)
+    if problem:
+        raise UsageError(f"--host '{clip(args.host, 60)}' is not a valid host name: {problem}")
     if args.port is not None and not 1 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is out of range (1-65535)")
     if args.ttl is not None and not 0 <= args.ttl <= 2**31 - 1:
         raise UsageError(f"--ttl {args.ttl} is out of range (0-2147483647)")
-    return str(args.host).rstrip(".").lower()
+    return host
 
 
 def _plain_records(materials: list[tlsa.Material], usage: int, selector: int,

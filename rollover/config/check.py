@@ -22,8 +22,8 @@ import yaml
 from yaml.composer import ComposerError
 
 from rollover.display import clip, looks_secret, shown, shown_path
+from rollover.dns.names import normalize_hostname
 
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -590,25 +590,3 @@ def parse_duration(value: Any) -> int | None:
     if not text or not re.fullmatch(r"(?:\d+\s*[smhdw]\s*)+", text):
         return None
     return sum(int(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
-
-
-def normalize_hostname(value: str) -> tuple[str, str | None]:
-    """(lowercase name without trailing dot, problem or None)."""
-    name = value.strip().lower()
-    if name.endswith("."):
-        name = name[:-1]
-    if not name:
-        return name, "empty"
-    if not name.isascii():
-        return name, "use the ASCII (xn--) form of an internationalised name"
-    try:
-        ipaddress.ip_address(name)
-        return name, "an IP address, not a name"
-    except ValueError:
-        pass
-    if len(name) > 253:
-        return name, "longer than 253 characters"
-    for label in name.split("."):
-        if not _LABEL.match(label):
-            return name, f"bad label {shown(label, 40)}"
-    return name, None

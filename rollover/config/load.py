@@ -27,6 +27,7 @@ import yaml
 from rollover import fileio
 from rollover.config import registry
 from rollover.config.check import Problems, Section, compose, line_of
+from rollover.core.machine import Policy
 from rollover.display import clip, shown
 from rollover.errors import ConfigError, RolloverError
 from rollover.model import Algorithm, Endpoint, Scheme, SlotId
@@ -142,11 +143,13 @@ class CertificateConfig:
 
 
 @dataclass(frozen=True)
-class Policy:
-    key_lifetime: int = 60 * 86400  # seconds a key is current before the next one takes over
-    renew_before: int = 30 * 86400  # renew the certificate this long before it expires
-    retire_grace: int = 3600  # keep an old record this long after a positive post-flight
-    min_wait: int = 0  # extra wait on top of 2 x TTL before a switch
+class PolicyConfig:
+    """The `policy:` section. Its defaults are the machine's (one place: core.machine.Policy)."""
+
+    key_lifetime: int = Policy.key_lifetime  # seconds a key is current before the next one
+    renew_before: int = Policy.renew_before  # renew the certificate this long before it expires
+    retire_grace: int = Policy.retire_grace  # keep an old record this long after post-flight
+    min_wait: int = Policy.min_wait  # extra wait on top of 2 x TTL before a switch
     archive_keys: bool = False  # keep retired private keys in keys/archive/ (0600), not delete
 
 
@@ -163,7 +166,7 @@ class EndpointConfig:
     addresses: tuple[str, ...] = ()  # IPs to probe; empty: resolve the host
     installer: str | None = None  # a key of Config.installers
     certificate: CertificateConfig | None = None  # None: manage the records only
-    policy: Policy = Policy()
+    policy: PolicyConfig = PolicyConfig()
     # "inspect": look at the key every address presents before publishing (a failed look blocks
     # publishing); "no-certificate": the operator says nothing is in service yet
     bootstrap: str = "inspect"
@@ -695,14 +698,14 @@ class _Builder:
                 sec.bad("certificate", f"source {certificate.source} needs {rtype} records, "
                         f"which provider {provider} ({ptype}) cannot write")
 
-    def _policy(self, sec: Section) -> Policy:
+    def _policy(self, sec: Section) -> PolicyConfig:
         psec = sec.section(
             "policy", ("key_lifetime", "renew_before", "retire_grace", "min_wait", "archive_keys")
         )
         if psec is None:
-            return Policy()
-        d = Policy()
-        policy = Policy(
+            return PolicyConfig()
+        d = PolicyConfig()
+        policy = PolicyConfig(
             key_lifetime=psec.get_duration("key_lifetime", d.key_lifetime),
             renew_before=psec.get_duration("renew_before", d.renew_before),
             retire_grace=psec.get_duration("retire_grace", d.retire_grace),

@@ -19,7 +19,7 @@ from typing import Any
 
 from rollover.clock import format_time, parse_time
 from rollover.core.schemes import SchemePolicy, scheme_for
-from rollover.model import Observation, SlotId
+from rollover.model import Observation, SlotId, own_rdata
 
 
 class Phase(StrEnum):
@@ -274,7 +274,7 @@ class KeyInfo:
 
     @property
     def rdata(self) -> str:
-        return f"3 1 1 {self.spki_sha256}"
+        return own_rdata(self.spki_sha256)
 
 
 @dataclass

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -37,11 +36,10 @@ from rollover.dns.dnssec import (
     zone_keys,
 )
 from rollover.dns.query import DEFAULT_IN_FLIGHT, Question, Reply, query, query_wave
+from rollover.dns.rdata import canonical
 from rollover.errors import ObserveError
-from rollover.model import Observation, ServerAnswer, TLSARecord
-
-T = TypeVar("T")
-R = TypeVar("R")
+from rollover.fanout import parallel
+from rollover.model import Observation, ServerAnswer
 
 EXTRA = "extra"  # server name given to configured extra addresses (hidden primary etc.)
 USABLE = ("NOERROR", "NXDOMAIN")
@@ -57,21 +55,6 @@ def absolute(name: str | dns.name.Name) -> dns.name.Name:
     except dns.exception.DNSException as exc:
         raise ObserveError(f"bad DNS name {name!r}: {exc}") from None
 
-
-def rdata_text(rdtype: int, rdata: Any) -> str:
-    """Canonical rdata text: TLSA as "U S M lowerhex", everything else as dnspython prints it."""
-    if rdtype == dns.rdatatype.TLSA:
-        rd = rdata
-        return TLSARecord(rd.usage, rd.selector, rd.mtype, rd.cert).to_text()
-    return str(rdata.to_text())
-
-
-def parallel(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """fn over items, one thread each (they wait on the network, not the CPU); order kept."""
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=len(items)) as pool:
-        return list(pool.map(fn, items))
 
 
 def pitfall_problem(owner: dns.name.Name, parent: dns.name.Name, labels: Sequence[str]) -> str:
@@ -456,7 +439,7 @@ class Observer:
         if not reply.authoritative:
             return failed(reply.rcode, f"not authoritative for {zone} (AA=0)")
         rrset = answer_rrset(msg, qname, dns.rdatatype.RdataType.make(rdtype))
-        records = frozenset(rdata_text(rdtype, rd) for rd in rrset) if rrset else frozenset()
+        records = frozenset(canonical(rd) for rd in rrset) if rrset else frozenset()
         base = replace(
             base, rcode=reply.rcode, records=records, ttl=rrset.ttl if rrset is not None else None
         )

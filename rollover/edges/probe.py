@@ -26,9 +26,8 @@ import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import dns.exception
 import dns.resolver
@@ -37,6 +36,7 @@ from OpenSSL import SSL
 
 from rollover.config.load import EndpointConfig
 from rollover.dane import tlsa
+from rollover.fanout import parallel
 from rollover.model import Algorithm, PresentedChain, SlotId
 
 TlsVersion = Literal["1.2", "1.3"]
@@ -47,8 +47,6 @@ _PORT_DIALECTS: dict[int, Dialect] = {143: "imap", 110: "pop3", 465: "implicit",
 EHLO_NAME = "rollover.invalid"
 MAX_REPLY = 64 * 1024
 
-T = TypeVar("T")
-R = TypeVar("R")
 
 _CIPHERS_TLS12 = {
     "ecdsa": b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
@@ -365,16 +363,6 @@ def probe_chain(address: str, port: int, algorithm: Algorithm | str, host: str,
 
 
 # --------------------------------------------------------------------------- addresses
-
-
-def parallel(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """fn over items, one thread each; order kept."""
-    if not items:
-        return []
-    if len(items) == 1:
-        return [fn(items[0])]
-    with ThreadPoolExecutor(max_workers=min(len(items), 32)) as pool:
-        return list(pool.map(fn, items))
 
 
 class ResolveError(Exception):

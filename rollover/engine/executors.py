@@ -26,7 +26,7 @@ from rollover.dane import tlsa
 from rollover.edges.issuers import IssuerError, issuer_chain
 from rollover.edges.protocols import ExecContext
 from rollover.errors import AcmeError, InstallError, ObserveError, ProviderError, StateError
-from rollover.model import Observation, Scheme
+from rollover.model import Observation, Scheme, own_rdata
 from rollover.providers.base import Change, Provider
 from rollover.sources import CertSourceError, ExternalCert, NoCertYet
 
@@ -186,7 +186,7 @@ def inspect_live(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
     blind: list[str] = []
     for presented in ctx.edges.prober.probe(ep, st.slot):
         if presented.chain:
-            seen.add(f"3 1 1 {tlsa.spki_sha256_hex(presented.chain[0])}")
+            seen.add(own_rdata(tlsa.spki_sha256_hex(presented.chain[0])))
         elif presented.nothing_served:
             log.info("%s: %s:%d presents nothing for %s: %s", st.slot, presented.address,
                      ep.port, st.slot.algorithm.value, presented.error)

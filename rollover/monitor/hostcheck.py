@@ -16,8 +16,9 @@ from cryptography import x509
 from rollover.clock import Clock
 from rollover.dane import match as dane
 from rollover.dane import tlsa
-from rollover.edges.probe import ResolveError, TlsVersion, parallel, probe_tls, resolve_addresses
+from rollover.edges.probe import ResolveError, TlsVersion, probe_tls, resolve_addresses
 from rollover.errors import ObserveError
+from rollover.fanout import parallel
 from rollover.model import Algorithm, Endpoint, Observation, TLSARecord
 
 DEFAULT_ALGORITHMS = (Algorithm.ECDSA_P256, Algorithm.RSA2048)

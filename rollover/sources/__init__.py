@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from rollover.errors import RolloverError
+from rollover.model import own_rdata
 
 
 class CertSourceError(RolloverError):
@@ -37,4 +38,4 @@ class ExternalCert:
 
     @property
     def rdata(self) -> str:
-        return f"3 1 1 {self.spki_sha256}"
+        return own_rdata(self.spki_sha256)

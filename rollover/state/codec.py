@@ -23,6 +23,7 @@ from typing import Any
 from rollover.clock import parse_time
 from rollover.core.machine import KeyRole, Phase, RecordKind, RecordState
 from rollover.display import clip
+from rollover.dns.names import normalize_hostname
 from rollover.model import Algorithm, TLSARecord
 
 Check = Callable[[Any], str | None]  # None when fine, else what it must be
@@ -31,7 +32,6 @@ _KEY_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _RDATA = re.compile(r"^[0-9]{1,3} [0-9]{1,3} [0-9]{1,3} [0-9a-f]+$")
 _BLOB = re.compile(r"^(certs|acme)(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})+$")
-_HOST = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,252})$")
 _DNS_NAME = re.compile(r"^([A-Za-z0-9_*-][A-Za-z0-9_.*-]{0,253})?\.$")  # absolute, as served
 _WORD = re.compile(r"^[A-Z0-9_]{0,16}$")  # an rcode or an rtype: "NOERROR", "TIMEOUT", "TLSA"
 _PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
@@ -164,7 +164,7 @@ def slot_key(v: Any) -> str | None:
     if not isinstance(v, str) or v.count(":") < 2:
         return what
     host, port, alg = v.rsplit(":", 2)
-    if not _HOST.match(host) or not port.isascii() or not port.isdigit():
+    if normalize_hostname(host) != (host, None) or not port.isascii() or not port.isdigit():
         return what
     if not 1 <= int(port) <= 65535 or alg not in {a.value for a in Algorithm}:
         return what

@@ -8,10 +8,6 @@ if TYPE_CHECKING:  # the machine imports the schemes; the schemes only read its 
     from rollover.core.machine import CertInfo, SlotState
 
 
-def own_rdata(spki_sha256: str) -> str:
-    return f"3 1 1 {spki_sha256}"
-
-
 class SchemePolicy(Protocol):
     name: str
     # True: a next key is staged and its 3 1 1 published long before it is needed

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rollover.core.schemes.base import own_rdata
+from rollover.model import own_rdata
 
 if TYPE_CHECKING:
     from rollover.core.machine import CertInfo, SlotState

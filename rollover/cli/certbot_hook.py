@@ -18,16 +18,16 @@ import contextlib
 import subprocess
 import sys
 import syslog
+from typing import TYPE_CHECKING
 
 from rollover.cli import argtypes
-from rollover.cli.run import load
 from rollover.clock import format_time
-from rollover.config.load import Config, EndpointConfig
 from rollover.display import clip, printable
-from rollover.edges import spool
 from rollover.environment import Environment
 from rollover.errors import ExitStatus, RolloverError
-from rollover.state.store import StateStore
+
+if TYPE_CHECKING:
+    from rollover.config.load import Config, EndpointConfig
 
 DEFAULT_TIMEOUT = 120.0
 
@@ -86,6 +86,12 @@ def _hook(args: argparse.Namespace, env: Environment) -> None:
         _say(env, "error: RENEWED_LINEAGE is not set: run me as certbot's deploy hook "
              "(deploy_hook = rollover certbot-hook)", syslog.LOG_ERR)
         return
+    # imported here: certbot runs every deploy hook it has, for every lineage; the quick answer
+    # for a call that is not for us must stay quick
+    from rollover.cli.run import load
+    from rollover.edges import spool
+    from rollover.state.store import StateStore
+
     domains = tuple(env.environ.get("RENEWED_DOMAINS", "").split())
     config = load(args, env)
     endpoints = _matching(config, lineage)

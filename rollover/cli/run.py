@@ -10,12 +10,9 @@ from pathlib import Path
 from rollover import logsetup
 from rollover.cli import argtypes
 from rollover.config.load import Config, load_config
-from rollover.engine.wiring import build_engine
 from rollover.environment import DEFAULT_CONFIG, Environment
 from rollover.errors import ExitStatus, RolloverError, UsageError
-from rollover.monitor import report
 from rollover.monitor.nagios import days_threshold, plugin_output
-from rollover.monitor.progress_view import LiveView, PlainLines
 
 log = logging.getLogger("rollover")
 
@@ -75,6 +72,11 @@ def run(args: argparse.Namespace, env: Environment) -> int:
 
 
 def _run(args: argparse.Namespace, env: Environment) -> int:
+    # the engine's imports are paid here, not by `--help` or the certbot hook (which needs load())
+    from rollover.engine.wiring import build_engine
+    from rollover.monitor import report
+    from rollover.monitor.progress_view import LiveView, PlainLines
+
     clock = env.clock
     config = load(args, env)
     command = args.command

@@ -27,10 +27,18 @@ import yaml
 from rollover import fileio
 from rollover.config import registry
 from rollover.config.check import Problems, Section, compose, line_of
-from rollover.core.machine import Policy
 from rollover.display import clip, shown
 from rollover.errors import ConfigError, RolloverError
-from rollover.model import Algorithm, Endpoint, Scheme, SlotId
+from rollover.model import (
+    KEY_LIFETIME,
+    MIN_WAIT,
+    RENEW_BEFORE,
+    RETIRE_GRACE,
+    Algorithm,
+    Endpoint,
+    Scheme,
+    SlotId,
+)
 
 DEFAULT_STATE_DIR = Path("/var/lib/rollover")
 RESOLV_CONF = Path("/etc/resolv.conf")
@@ -144,12 +152,12 @@ class CertificateConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """The `policy:` section. Its defaults are the machine's (one place: core.machine.Policy)."""
+    """The `policy:` section; its defaults are the machine's (rollover.model)."""
 
-    key_lifetime: int = Policy.key_lifetime  # seconds a key is current before the next one
-    renew_before: int = Policy.renew_before  # renew the certificate this long before it expires
-    retire_grace: int = Policy.retire_grace  # keep an old record this long after post-flight
-    min_wait: int = Policy.min_wait  # extra wait on top of 2 x TTL before a switch
+    key_lifetime: int = KEY_LIFETIME
+    renew_before: int = RENEW_BEFORE
+    retire_grace: int = RETIRE_GRACE
+    min_wait: int = MIN_WAIT
     archive_keys: bool = False  # keep retired private keys in keys/archive/ (0600), not delete
 
 

@@ -19,7 +19,15 @@ from typing import Any
 
 from rollover.clock import format_time, parse_time
 from rollover.core.schemes import SchemePolicy, scheme_for
-from rollover.model import Observation, SlotId, own_rdata
+from rollover.model import (
+    KEY_LIFETIME,
+    MIN_WAIT,
+    RENEW_BEFORE,
+    RETIRE_GRACE,
+    Observation,
+    SlotId,
+    own_rdata,
+)
 
 
 class Phase(StrEnum):
@@ -235,10 +243,10 @@ class Policy:
     """What the machine needs of the configuration, in seconds."""
 
     ttl: int
-    key_lifetime: int = 60 * 86400
-    renew_before: int = 30 * 86400
-    retire_grace: int = 3600
-    min_wait: int = 0
+    key_lifetime: int = KEY_LIFETIME
+    renew_before: int = RENEW_BEFORE
+    retire_grace: int = RETIRE_GRACE
+    min_wait: int = MIN_WAIT
     certificates: bool = True  # a certificate source is configured
     scheme: str = "current+next"
     issuer_pins: frozenset[str] = frozenset()  # current+issuer: "2 1 1 ..." the operator pinned

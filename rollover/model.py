@@ -39,6 +39,15 @@ class Algorithm(StrEnum):
     def is_rsa(self) -> bool:
         return self.value.startswith("rsa")
 
+    @property
+    def family(self) -> str:
+        """"rsa" or "ecdsa": what a TLS client can ask a server for (cipher suites, sigalgs)."""
+        return "rsa" if self.is_rsa else "ecdsa"
+
+
+# One algorithm per key family: what `check` and the bootstrap look at a server with
+PROBED_ALGORITHMS = (Algorithm.ECDSA_P256, Algorithm.RSA2048)
+
 
 class Scheme(StrEnum):
     CURRENT_NEXT = "current+next"

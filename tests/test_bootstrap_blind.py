@@ -52,7 +52,7 @@ def test_a_failed_look_blocks_publishing_until_the_operator_says_no_certificate(
         rc = main(["run", "--wait", "--config", str(cfg)])
         out = capsys.readouterr().out
         assert rc == ExitStatus.ERROR
-        assert f"127.0.0.1:{stub.port}" in out and "can't see the key in service" in out
+        assert f"127.0.0.1:{stub.port}" in out and "nothing is published" in out
         assert ("no STARTTLS" if kind == "no-starttls" else "banner reply") in out
         assert all(not rrset for rrset in _served(dns_lab, host, stub.port))
         s = _slot(tmp_path, host, stub.port)

@@ -126,6 +126,7 @@ def setup(tmp_path: Path, dns_lab: DnsLab, pebble: PebbleLab, postfix: PostfixLa
     """A fresh MX name at the lab Postfix, a certbot with its dirs in tmp, a config whose
     endpoint takes its certificate from the (future) lineage and installs into Postfix."""
     host = f"mx{secrets.token_hex(3)}.example.test"
+    postfix.serve((ALG,))  # as configured: a key of another family would block the bootstrap
     dns_lab.update(host, "A", dns_lab.ttl, [postfix.address])
     dns_lab.wait_all(host, "A", [postfix.address])
     certbot = Certbot(tmp_path / "certbot", dns_lab, pebble)

@@ -229,3 +229,26 @@ def test_the_slots_of_one_owner_change_its_rrset_in_one_update(tmp_path: Path) -
     for rrset in changes:
         assert len(rrset) >= 4, rrset
     assert world.violations == []
+
+
+def test_a_served_key_of_an_unconfigured_family_blocks_the_bootstrap(tmp_path: Path) -> None:
+    """A stock Postfix serves its RSA snakeoil; the endpoint asks for ecdsa-p256 only. Records
+    for the ECDSA keys alone would match nothing an RSA client gets (and, before our install,
+    nothing at all): nothing may be published until the operator decides."""
+    from rollover.model import Algorithm, SlotId
+
+    import certgen
+
+    world = build_world(tmp_path)  # algorithms: ecdsa-p256
+    snakeoil = certgen.make_leaf(None, key="rsa2048")
+    rsa_slot = SlotId("mail.example.test", 25, Algorithm.RSA2048)
+    world.installer.serving[rsa_slot] = [snakeoil.cert]
+    reports = world.engine.run()
+    assert world.zone.current(world.owner()) == frozenset()  # nothing published
+    (r,) = reports
+    assert r.error and "presents an RSA key" in r.reason and "ecdsa-p256" in r.reason, r.reason
+    del world.installer.serving[rsa_slot]  # the operator took the RSA certificate out
+    world.clock.advance(3600)  # the next cron run
+    _run(world)
+    assert _slot_state(world)["phase"] == "active"
+    assert world.violations == []

@@ -528,7 +528,7 @@ def test_a_failed_look_at_the_server_never_publishes_blind() -> None:
     st = m.apply(st, m.LiveUnseen(at(0), "192.0.2.25:25: timed out"), POLICY, at(0))
     r = m.step(st, None, POLICY, at(1))
     assert r.action is None and "192.0.2.25:25: timed out" in r.reason
-    assert "can't see the key in service" in r.reason and st.phase == Phase.NEW
+    assert "nothing is published" in r.reason and st.phase == Phase.NEW
     assert r.wake_at == at(0) + POLICY.poll
     r = m.step(r.state, None, POLICY, at(0) + POLICY.poll)
     assert isinstance(r.action, m.InspectLive)  # looks again, still does not publish

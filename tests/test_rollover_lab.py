@@ -22,7 +22,7 @@ import yaml
 from cryptography import x509
 
 from rollover.cli.main import main
-from rollover.clock import SystemClock
+from rollover.clock import SystemClock, parse_time
 from rollover.dane import tlsa
 
 from lab.configs import write_full_config
@@ -168,6 +168,32 @@ def test_bootstrap_from_nothing_serves_a_pebble_cert_that_dane_verifies(
         nxt = key_of(s, "next")
         assert nxt is not None
         assert not openssl_dane(postfix_lab, host, f"3 1 1 {nxt['spki_sha256']}", alg)
+
+
+def test_a_served_rsa_key_blocks_an_ecdsa_only_bootstrap(
+        dns_lab: DnsLab, pebble_lab: PebbleLab, postfix_lab: PostfixLab, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Postfix serves an RSA certificate next to the ECDSA one (a stock snakeoil); the endpoint
+    asks for ecdsa-p256 only. Publishing its records would leave every client that gets the RSA
+    certificate without a match (mail deferred): nothing is published, run exits 2 and says
+    why. Once Postfix serves ECDSA only, the bootstrap goes on."""
+    host, cfg = setup(tmp_path, dns_lab, pebble_lab, postfix_lab)  # serves ecdsa-p256 only
+    postfix_lab.serve(("ecdsa-p256", "rsa2048"))
+    rsa = presented_spki(postfix_lab, "rsa2048")
+    assert main(["run", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"{postfix_lab.address}:25: presents an RSA key (3 1 1 {rsa[:12]}" in err, err
+    assert all(not records for records in rrsets(dns_lab, host))  # nothing published
+    postfix_lab.serve(("ecdsa-p256",))  # the operator took the RSA certificate out
+    retry_at = parse_time(slot(cfg, host)["retry_at"])  # a look again after a poll interval
+    wait_for(lambda: SystemClock().now() >= retry_at, 30, "the next look of the blocked slot")
+    mon = Monitor(dns_lab, postfix_lab, host, before_dane=True)
+    mon.start()
+    try:
+        assert main(["run", "--wait", "--config", str(cfg)]) == 0
+    finally:
+        mon.stop()
+    assert mon.violations == [] and slot(cfg, host)["phase"] == "active"
 
 
 def test_forced_rollover_never_leaves_the_served_key_unpublished(

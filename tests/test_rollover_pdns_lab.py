@@ -94,6 +94,7 @@ class PdnsMonitor(threading.Thread):
 
 def write_pdns_config(directory: Path, pdns: PdnsLab, pebble: PebbleLab, postfix: PostfixLab,
                       host: str) -> Path:
+    postfix.serve((ALG,))  # as configured: a key of another family would block the bootstrap
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     doc: dict[str, Any] = {

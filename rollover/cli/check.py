@@ -23,10 +23,9 @@ from rollover.display import clip, printable
 from rollover.dns.names import normalize_hostname
 from rollover.environment import DEFAULT_CONFIG, Environment
 from rollover.errors import ExitStatus, InputError, ObserveError, RolloverError, UsageError
-from rollover.model import Algorithm, Endpoint, TLSARecord
+from rollover.model import PROBED_ALGORITHMS, Algorithm, Endpoint, TLSARecord
 from rollover.monitor import nagios as nagios_out
 from rollover.monitor.hostcheck import (
-    DEFAULT_ALGORITHMS,
     ChainSource,
     Outcome,
     RecordSource,
@@ -135,7 +134,7 @@ def _run(args: argparse.Namespace, env: Environment) -> int:
         raise UsageError(f"--timeout {args.timeout:g} must be positive")
     given = _parse_tlsa(args.tlsa)
     addresses = [_check_ip(a, "--address") for a in args.address]
-    algorithms = [Algorithm(a) for a in dict.fromkeys(args.algorithm)] or list(DEFAULT_ALGORITHMS)
+    algorithms = [Algorithm(a) for a in dict.fromkeys(args.algorithm)] or list(PROBED_ALGORITHMS)
     if args.chain is not None and (args.address or args.algorithm):
         raise UsageError("--chain checks a file: leave out --address and --algorithm")
     chain_file = _load_chain(args.chain, env) if args.chain is not None else None
@@ -318,7 +317,7 @@ def _run_domain(args: argparse.Namespace, env: Environment) -> int:
         raise UsageError("give --trust-anchor or --validating-resolver, not both")
     anchor = None if validating else anchors.load(args.trust_anchor)
     resolvers, dns_port, dns_timeout = _resolvers(args, env)
-    algorithms = tuple(Algorithm(a) for a in dict.fromkeys(args.algorithm)) or DEFAULT_ALGORITHMS
+    algorithms = tuple(Algorithm(a) for a in dict.fromkeys(args.algorithm)) or PROBED_ALGORITHMS
     opts = Options(port=_check_port(args.port), resolvers=tuple(resolvers), dns_port=dns_port,
                    dns_timeout=dns_timeout, timeout=args.timeout, algorithms=algorithms,
                    tls=args.tls, anchor=anchor, validating_resolver=validating,

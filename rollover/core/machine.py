@@ -837,9 +837,9 @@ def _on_new(st: SlotState, policy: Policy, now: datetime) -> StepResult:
             return _do(st, action, f"no {role.value} key yet", name)
     if not st.live_checked and policy.inspect_live:
         if st.retry_at is not None and now < st.retry_at:
-            return _wait(st, f"waiting: {st.last_error}; can't see the key in service, so "
-                             "nothing is published (say `bootstrap: no-certificate` if none "
-                             "is in service)", st.retry_at)
+            return _wait(st, f"waiting: {st.last_error}; every key in service must be seen "
+                             "and covered first, so nothing is published (say `bootstrap: "
+                             "no-certificate` if none is in service)", st.retry_at)
         return _do(st, InspectLive(st.slot), "keys staged; the certificate in service must "
                    "keep matching once TLSA records appear", Move.INSPECT_LIVE)
     for role, _ in roles:

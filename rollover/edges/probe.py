@@ -226,7 +226,7 @@ def _context(algorithm: Algorithm, tls: TlsVersion) -> SSL.Context:
     if tls == "1.2":
         ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
         ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
-        ctx.set_cipher_list(_CIPHERS_TLS12["rsa" if algorithm.is_rsa else "ecdsa"])
+        ctx.set_cipher_list(_CIPHERS_TLS12[algorithm.family])
     else:
         if _SET_SIGALGS is None:
             raise ProbeFailure("TLS 1.3 probing needs SSL_CTX_set1_sigalgs_list, which this "
@@ -304,7 +304,7 @@ def _tls(sock: socket.socket, algorithm: Algorithm, host: str, tls: TlsVersion,
 def _family(algorithm: Algorithm | None) -> str | None:
     if algorithm is None:
         return None
-    return "rsa" if algorithm.is_rsa else "ecdsa"
+    return algorithm.family
 
 
 def probe_tls(address: str, port: int, algorithm: Algorithm | str, host: str,

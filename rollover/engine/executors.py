@@ -26,7 +26,7 @@ from rollover.dane import tlsa
 from rollover.edges.issuers import IssuerError, issuer_chain
 from rollover.edges.protocols import ExecContext
 from rollover.errors import AcmeError, InstallError, ObserveError, ProviderError, StateError
-from rollover.model import Observation, Scheme, own_rdata
+from rollover.model import PROBED_ALGORITHMS, Observation, Scheme, SlotId, own_rdata
 from rollover.providers.base import Change, Provider
 from rollover.sources import CertSourceError, ExternalCert, NoCertYet
 
@@ -193,9 +193,35 @@ def inspect_live(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,
         else:
             blind.append(f"{_hostport(presented.address, ep.port)}: "
                          f"{presented.error or 'no certificate'}")
+    blind += _foreign_keys(ctx, ep)
     if blind:
         return m.LiveUnseen(ctx.clock.now(), "; ".join(blind))
     return m.LiveSeen(ctx.clock.now(), frozenset(seen))
+
+
+def _foreign_keys(ctx: ExecContext, ep: EndpointConfig) -> list[str]:
+    """Keys of a family none of the endpoint's slots covers, that the server presents now (a
+    stock Postfix's RSA snakeoil next to `algorithms: [ecdsa-p256]`): the records we publish
+    would match nothing a client of that family gets, so publishing waits for the operator."""
+    assert ctx.edges.prober is not None
+    covered = {a.family for a in ep.algorithms}
+    configured = ", ".join(a.value for a in ep.algorithms)
+    out: list[str] = []
+    for alg in PROBED_ALGORITHMS:
+        family = alg.family
+        if family in covered:
+            continue
+        for presented in ctx.edges.prober.probe(ep, SlotId(ep.host, ep.port, alg)):
+            if not presented.chain:
+                continue  # nothing of that family there (or not seen: the slot's look says)
+            spki = tlsa.spki_sha256_hex(presented.chain[0])
+            out.append(f"{_hostport(presented.address, ep.port)}: presents an {family.upper()} "
+                       f"key (3 1 1 {spki[:12]}...) but this endpoint's algorithms are "
+                       f"{configured}: records for those alone would match nothing "
+                       f"{family.upper()} clients get; add an {family} algorithm (its key is "
+                       "then kept published until rollover's own is in service) or stop "
+                       "the server offering it")
+    return out
 
 
 def rollback(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,

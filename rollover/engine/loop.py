@@ -505,8 +505,8 @@ class Engine:
         if isinstance(event, m.LiveUnseen):
             # Nothing else can progress for this slot until the look succeeds: say so with a
             # non-zero exit rather than wait quietly.
-            reason = (f"blocked: {event.error}; can't see the key in service, so nothing is "
-                      "published")
+            reason = (f"blocked: {event.error}; every key in service must be seen and "
+                      "covered first, so nothing is published")
             log.warning("%s: %s", s.slot, reason)
             s.finish(reason, None, s.st.retry_at, reason)
             return False

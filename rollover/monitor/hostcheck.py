@@ -21,8 +21,6 @@ from rollover.errors import ObserveError
 from rollover.fanout import parallel
 from rollover.model import Algorithm, Endpoint, Observation, TLSARecord
 
-DEFAULT_ALGORITHMS = (Algorithm.ECDSA_P256, Algorithm.RSA2048)
-
 
 @dataclass(frozen=True)
 class ChainSource:

@@ -15,6 +15,7 @@ import pytest
 from lab.dns import DnsLab
 from lab.dns_fixtures import skip_or_fail
 from lab.pebble import PEBBLE, PebbleLab
+from lab.pki import ALGORITHMS
 from lab.postfix import POSTFIX, PostfixLab
 
 
@@ -43,3 +44,14 @@ def postfix_lab() -> Iterator[PostfixLab]:
         yield lab
     finally:
         lab.close()
+
+
+@pytest.fixture(autouse=True)
+def _postfix_serves_every_algorithm_again(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that narrowed what the shared Postfix serves (PostfixLab.serve) leaves it as the
+    next test expects it: one key per lab algorithm."""
+    yield
+    if "postfix_lab" in request.fixturenames:
+        lab: PostfixLab = request.getfixturevalue("postfix_lab")
+        if lab.serving != ALGORITHMS and lab.master_pid is not None:
+            lab.serve(ALGORITHMS)

@@ -58,7 +58,10 @@ def write_full_config(directory: Path, dns_lab: DnsLab, pebble: PebbleLab, postf
                       policy: dict[str, Any] | None = None,
                       reload_command: list[str] | None = None) -> Path:
     """A config managing `host` end to end: records in the lab zone, certificates from Pebble,
-    installed into the lab Postfix's chain files (one per algorithm) and reloaded."""
+    installed into the lab Postfix's chain files (one per algorithm) and reloaded. The lab
+    Postfix is made to serve exactly `algorithms` (a key of another family would block the
+    bootstrap: its clients would match none of the records)."""
+    postfix.serve(algorithms)
     return write_config(
         directory, dns_lab, host, algorithms=algorithms, policy=policy,
         endpoint={"certificate": {"source": "acme"}, "installer": "postfix"},

@@ -80,6 +80,7 @@ class PostfixLab:
         self.tls_dir = self.workdir / "tls"
         self.maillog = self.workdir / "maillog"
         self.chain_files: dict[str, Path] = {a: self.tls_dir / f"{a}.pem" for a in ALGORITHMS}
+        self.serving: tuple[str, ...] = ALGORITHMS  # the chain files main.cf lists
         self.reload_command = [POSTFIX, "-c", str(self.config_dir), "reload"]
         self._addresses = LoopbackAddresses()
         self._master_pid: int | None = None
@@ -88,7 +89,7 @@ class PostfixLab:
 
     def _main_cf(self) -> str:
         error = "error:outbound mail disabled in the rollover lab"
-        chain = " ".join(str(self.chain_files[a]) for a in ALGORITHMS)
+        chain = " ".join(str(self.chain_files[a]) for a in self.serving)
         settings = {
             "compatibility_level": "3.6",
             "queue_directory": str(self.queue_dir),
@@ -199,6 +200,36 @@ class PostfixLab:
         proc = subprocess.run(self.reload_command, capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:
             raise LabError(f"postfix reload failed: {(proc.stderr or proc.stdout).strip()}")
+
+    def serve(self, algorithms: tuple[str, ...], timeout: float = 15.0) -> None:
+        """List only `algorithms`' chain files in main.cf (as an operator whose Postfix has one
+        certificate per configured algorithm), reload, and wait until the server presents a
+        key for exactly those algorithms."""
+        algorithms = tuple(a for a in ALGORITHMS if a in algorithms)
+        if algorithms == self.serving:
+            return
+        self.serving = algorithms
+        (self.config_dir / "main.cf").write_text(self._main_cf())
+        past = SystemClock().now().timestamp() - 10  # no mtime-race wait (see _write_config)
+        os.utime(self.config_dir / "main.cf", (past, past))
+        self._postfix("reload")
+
+        last: dict[str, str] = {}
+
+        def presents(alg: str) -> bool:
+            try:
+                return bool(self.served_chain(alg, timeout=2.0))
+            except LabError as exc:
+                last[alg] = str(exc)
+                return False
+
+        # a slow poll: each look is an SMTP session, and a flood of them exhausts smtpd
+        try:
+            wait_for(lambda: all(presents(a) == (a in algorithms) for a in ALGORITHMS),
+                     timeout, f"Postfix to serve exactly {', '.join(algorithms)}",
+                     interval=0.3)
+        except LabError as exc:
+            raise LabError(f"{exc} ({'; '.join(last.values())})") from None
 
     def __enter__(self) -> PostfixLab:
         self.start()

@@ -145,7 +145,8 @@ def test_resolver_that_does_not_validate_is_not_trusted(lab: Lab) -> None:
     assert _findings(doc) == Counter({("dnssec-unverified", "critical"): 1})
     (f,) = doc["findings"]
     assert f"{plain} does not validate" in f["message"]
-    assert "test. (DNSKEY)" in f["message"] or "test., . (DNSKEY)" in f["message"]
+    # it was asked about every ancestor up to the root, and set AD on none
+    assert "res.example.test., example.test., test., . (DNSKEY)" in f["message"]
     assert doc["mx"][0]["dnssec"]["state"] == "indeterminate"
 
 

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from rollover import tlsa
-from rollover.cli import main
+from rollover.cli.main import main
+from rollover.dane import tlsa
+from rollover.environment import Environment
 from rollover.errors import ExitStatus
 
 from lab.dns import DnsLab
@@ -43,7 +44,7 @@ class Lab:
 def _run(*argv: str) -> tuple[int, str]:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = main(["check", *argv], env={})
+        code = main(["check", *argv], env=Environment(environ={}))
     return code, buf.getvalue()
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rollover.cli import main
+from rollover.cli.main import main
 from rollover.clock import SystemClock, parse_time
 from rollover.errors import ExitStatus
 

@@ -82,7 +82,10 @@ def good_slot_state() -> m.SlotState:
                        agree_since=t, ttl_seen=60, negative_ttl=60, owner_was_empty=True,
                        installed=cert, pending=None, target_key=None, retire_at=None,
                        live_checked=True, failures=0, retry_at=None, last_error=None,
-                       observation=obs)
+                       observation=obs,
+                       probes=[m.ProbeResult("127.0.30.25", True, t),
+                               m.ProbeResult("127.0.30.26", False, t, "no certificate")],
+                       last_success=t)
 
 
 def good_state_doc() -> dict[str, object]:

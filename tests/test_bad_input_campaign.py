@@ -646,7 +646,7 @@ def state_mutations(rng: random.Random) -> Iterator[tuple[str, Any]]:
         if field.required and not isinstance(path[-1], int):
             yield f"{name}-missing", _delete(good, path)
     for where in ((), ("keys", 0), ("records", 0), ("installed",), ("observation",),
-                  ("observation", "answers", 0)):
+                  ("observation", "answers", 0), ("probes", 0)):
         target: Any = good["slots"][b.SLOT.key]
         for w in where:
             target = target[w]

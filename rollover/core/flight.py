@@ -51,3 +51,21 @@ def postflight(seen: Sequence[PresentedChain], key_id: str, spki_sha256: str, ob
         if why is not None:
             return f"post-flight: {presented.address}: {why}"
     return None
+
+
+def per_address(seen: Sequence[PresentedChain], obs: Observation, verify: Verifier, host: str,
+                now: datetime) -> list[tuple[str, bool, str | None]]:
+    """(address, matched, why not) for each address probed: its chain against the RRset of
+    *every* authoritative server (what `status` reports as chain match per address)."""
+    out: list[tuple[str, bool, str | None]] = []
+    for presented in seen:
+        if presented.error or not presented.chain:
+            out.append((presented.address, False, presented.error or "no certificate"))
+            continue
+        bad = []
+        for answer in obs.answers:
+            why = verify(list(presented.chain), answer.records, host, now)
+            if why is not None:
+                bad.append(f"{answer.server}: {why}")
+        out.append((presented.address, not bad, "; ".join(bad)[:1000] if bad else None))
+    return out

@@ -285,6 +285,17 @@ class KeyInfo:
         return own_rdata(self.spki_sha256)
 
 
+@dataclass(frozen=True)
+class ProbeResult:
+    """One address of the slot at the engine's last post-flight probe: did the chain it
+    presented match the TLSA RRset of every authoritative server? (status metrics)"""
+
+    address: str
+    matched: bool
+    at: datetime
+    error: str | None = None  # why it did not (no answer, no certificate, which server)
+
+
 @dataclass
 class RecordInfo:
     rdata: str
@@ -338,6 +349,8 @@ class SlotState:
     stopped: str | None = None  # an error that cannot heal by retrying: the slot waits for you
     stopped_config: str | None = None  # Policy.config_id when it stopped
     source_checked: datetime | None = None  # last look at an external certificate source
+    probes: list[ProbeResult] = field(default_factory=list)  # the last post-flight probe
+    last_success: datetime | None = None  # the end of the last `run` without error for it
 
     # --- lookups -----------------------------------------------------------------------------
     def key(self, role: KeyRole) -> KeyInfo | None:
@@ -520,6 +533,7 @@ class Failed(Event):
     """An order, install or probe failed; `error` is the operator's one line."""
 
     error: str
+    probes: tuple[ProbeResult, ...] = ()  # a failed post-flight probe: what each address did
 
 
 @dataclass(frozen=True)
@@ -529,7 +543,7 @@ class Installed(Event):
 
 @dataclass(frozen=True)
 class ProbeOk(Event):
-    pass
+    probes: tuple[ProbeResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -630,6 +644,8 @@ def apply_move(state: SlotState, event: Event, policy: Policy,
         st.failures, st.retry_at, st.last_error = 0, None, None
         _enter(st, Phase.INSTALLING, at)
     elif isinstance(event, Failed):
+        if event.probes:
+            st.probes = list(event.probes)
         if st.phase not in _FAILED_IN:  # pragma: no cover - a programming error
             raise TypeError(f"a failure in phase {st.phase} has no row in TRANSITIONS")
         move = _FAILED_IN[st.phase]
@@ -638,6 +654,8 @@ def apply_move(state: SlotState, event: Event, policy: Policy,
         move = Move.INSTALLED
         _enter(st, Phase.VERIFYING, at)
     elif isinstance(event, ProbeOk):
+        if event.probes:
+            st.probes = list(event.probes)
         move = _verified(st, policy, at)
     elif isinstance(event, RolledBack):
         move = Move.ROLLED_BACK
@@ -1259,6 +1277,9 @@ def slot_to_dict(st: SlotState) -> dict[str, Any]:
         "stopped": st.stopped,
         "stopped_config": st.stopped_config,
         "source_checked": _t(st.source_checked),
+        "probes": [{"address": p.address, "matched": p.matched, "at": _t(p.at),
+                    "error": p.error} for p in st.probes],
+        "last_success": _t(st.last_success),
     }
 
 
@@ -1291,6 +1312,9 @@ def slot_from_dict(d: dict[str, Any]) -> SlotState:
         stopped=d.get("stopped"),
         stopped_config=d.get("stopped_config"),
         source_checked=_pt(d.get("source_checked")),
+        probes=[ProbeResult(p["address"], p["matched"], parse_time(p["at"]), p.get("error"))
+                for p in d.get("probes", ())],
+        last_success=_pt(d.get("last_success")),
     )
 
 

@@ -154,7 +154,9 @@ def probe(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState, action: m.Probe
     now = ctx.clock.now()
     why = flight.postflight(seen, action.key_id, key.spki_sha256, obs, ctx.edges.verify,
                             ep.host, now)
-    return m.ProbeOk(now) if why is None else m.Failed(now, why)
+    probes = tuple(m.ProbeResult(a, ok, now, err) for a, ok, err in
+                   flight.per_address(seen, obs, ctx.edges.verify, ep.host, now))
+    return m.ProbeOk(now, probes) if why is None else m.Failed(now, why, probes)
 
 
 def refresh_ari(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,

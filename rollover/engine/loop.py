@@ -283,13 +283,33 @@ class Engine:
                 now = self.clock.now()
                 wakes = [r.wake_at for r in reports if r.wake_at is not None]
                 if not wait or not wakes or any(r.error for r in reports):
-                    return reports
+                    return self._mark_success(doc, reports, now)
                 wake = min(wakes)
                 if wake > deadline:
-                    return reports
+                    return self._mark_success(doc, reports, now)
                 if progress is not None:
                     progress(reports, wake)
                 self.clock.sleep(max(0.05, (wake - now).total_seconds()))
+
+    def _mark_success(self, doc: dict[str, Any], reports: list[SlotReport], now: datetime
+                      ) -> list[SlotReport]:
+        """The run ended: each slot that ends it without error (none reported, none recorded,
+        not stopped) notes when, for `status` (rollover_slot_last_success_timestamp_seconds)."""
+        changed = False
+        for r in reports:
+            raw = doc["slots"].get(r.slot.key)
+            if raw is None or r.error or r.state.last_error or r.state.stopped:
+                continue
+            doc["slots"][r.slot.key] = m.slot_to_dict(
+                replace(m.slot_from_dict(raw), last_success=now))
+            r.state = replace(r.state, last_success=now)
+            changed = True
+        if changed:
+            try:
+                self.edges.store.save(doc)
+            except StateConflict:  # only a note for monitoring: the next run writes it
+                log.warning("the shared state changed under us; last success not recorded")
+        return reports
 
     def _pick_up_spool(self, doc: dict[str, Any]) -> None:
         """What deploy hooks left while no run held the lock (or while this one did): the

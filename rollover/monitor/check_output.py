@@ -71,6 +71,9 @@ def _host_lines(h: HostReport) -> list[str]:
         else:
             lines.append(f"  {s.label}: {len(s.records)} record(s), ttl {s.ttl}, "
                          f"serial {s.serial}")
+    for alias, cv in h.cname_validation:
+        lines.append(f"  CNAME {alias}: {cv.security}, {cv.method}"
+                     + ("" if cv.secure else f": {cv.reason}"))
     if h.validation is not None:
         v = h.validation
         lines.append(f"  DNSSEC: {'valid' if v.secure else 'NOT valid'}, {v.method}"
@@ -121,6 +124,8 @@ def to_dict(report: DomainReport) -> dict[str, Any]:
                 "name": h.name,
                 "preference": h.preference,
                 "cname_chain": h.cname_chain,
+                "cname_secure": h.cname_secure,
+                "cname_dnssec": {o: v.to_dict() for o, v in h.cname_validation},
                 "target": h.target,
                 "tlsa_base": h.base,
                 "tlsa_base_reason": h.base_reason,

@@ -7,7 +7,12 @@ Two ways, and the result says which one was used:
   of the parent's authoritative servers) -> the child's DNSKEY RRset signed by a key that DS
   names -> finally the RRset (or its NSEC/NSEC3 denial), asked of *every* authoritative address
   of its zone and judged on its own.
-- `validate_by_resolver`: ask a validating resolver the operator names and trust its AD bit.
+- `validate_by_resolver`: ask a validating resolver the operator names and trust its AD bit --
+  but only once it has shown that it validates at all (AD on some ancestor's answer): a resolver
+  that never sets AD proves nothing, and the result says so (state "indeterminate").
+
+States as RFC 4035 4.3 names them: secure, insecure (provably unsigned: a delegation without DS),
+bogus (signatures or chain do not validate) and indeterminate (we cannot tell).
 
 Discovery (zone cuts, NS addresses) goes through `Observer` and the configured resolvers; the
 questions that carry signatures go straight to authoritative addresses (RD=0, DO=1).
@@ -44,18 +49,33 @@ class Validation:
     """`secure` True: every server's answer validates from the anchor; False: why not."""
 
     secure: bool
-    method: str  # "trust anchor test. (...)" or "validating resolver 192.0.2.53 (AD bit)"
+    method: str  # "validated from the trust anchor test. (...)" or
+    #              "validated by resolver 192.0.2.53 (AD bit)"
     reason: str  # "valid" or the first problem
     path: tuple[str, ...] = ()  # zones walked, anchor first
     servers: dict[str, str] = field(default_factory=dict)  # address -> VALID or why not
+    state: str = ""  # secure / insecure / bogus / indeterminate; "" = derived from `secure`
+
+    @property
+    def security(self) -> str:
+        return self.state or (SECURE if self.secure else BOGUS)
 
     def to_dict(self) -> dict[str, object]:
-        return {"secure": self.secure, "method": self.method, "reason": self.reason,
-                "path": list(self.path), "servers": dict(self.servers)}
+        return {"secure": self.secure, "state": self.security, "method": self.method,
+                "reason": self.reason, "path": list(self.path), "servers": dict(self.servers)}
+
+
+SECURE, INSECURE, BOGUS, INDETERMINATE = "secure", "insecure", "bogus", "indeterminate"
 
 
 class _Insecure(Exception):
-    pass
+    state = BOGUS
+
+
+class _Unsigned(_Insecure):
+    """Provably insecure: the parent proves there is no DS."""
+
+    state = INSECURE
 
 
 class ChainWalker:
@@ -141,7 +161,7 @@ class ChainWalker:
             if why:
                 raise _Insecure(f"{parent} ({address}) has no DS for {child} and its denial "
                                 f"does not validate: {why}")
-            raise _Insecure(f"{parent} ({address}) has no DS for {child}: the delegation is "
+            raise _Unsigned(f"{parent} ({address}) has no DS for {child}: the delegation is "
                             "insecure (publish the DS at the parent)")
         sigs = msg.get_rrset(msg.answer, child, ds.rdclass, dns.rdatatype.RRSIG, DS)
         reason = check_rrset(ds, sigs, parent, keys, now)
@@ -172,13 +192,15 @@ class ChainWalker:
             for address in self._addresses(zname):
                 reply = query(address, qname, rdtype, port=self.port, timeout=self.timeout)
                 servers[address] = _judge(reply, qname, rdtype, zname, keys, now)
-        except (_Insecure, ObserveError) as exc:
-            return Validation(False, method, str(exc), tuple(path))
+        except _Insecure as exc:
+            return Validation(False, method, str(exc), tuple(path), state=exc.state)
+        except ObserveError as exc:
+            return Validation(False, method, str(exc), tuple(path), state=INDETERMINATE)
         bad = {a: r for a, r in servers.items() if r != VALID}
         if bad:
             first = next(iter(bad))
             return Validation(False, method, f"{first}: {bad[first]}", tuple(path), servers)
-        return Validation(True, method, VALID, tuple(path), servers)
+        return Validation(True, method, VALID, tuple(path), servers, state=SECURE)
 
 
 def _judge(reply: Reply, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType,
@@ -199,28 +221,78 @@ def validate_from_anchor(observer: Observer, anchor: TrustAnchor, owner: str, rt
         owner, rtype, zone, now)
 
 
+def _ask_resolver(resolver: str, qname: dns.name.Name, rtype: str, *, port: int,
+                  timeout: float, cd: bool = False) -> dns.message.Message:
+    q = make_query(qname, rtype, recursion=True, dnssec=True)
+    q.flags |= dns.flags.AD
+    if cd:
+        q.flags |= dns.flags.CD
+    response, _tcp = dns.query.udp_with_fallback(q, resolver, timeout=timeout, port=port)
+    return response
+
+
+def _validating_proof(resolver: str, qname: dns.name.Name, *, port: int, timeout: float
+                      ) -> tuple[str | None, list[str]]:
+    """(the nearest ancestor of `qname` whose DNSKEY answer the resolver marks AD, or None;
+    the names asked). A resolver that sets AD on none of them, up to the root, does not
+    validate (or has no trust anchor for this part of the tree): its missing AD proves nothing."""
+    asked: list[str] = []
+    name = qname
+    while len(name) > 1:
+        name = name.parent()
+        asked.append(str(name))
+        try:
+            msg = _ask_resolver(resolver, name, "DNSKEY", port=port, timeout=timeout)
+        except (OSError, dns.exception.DNSException):
+            continue
+        if msg.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN) and msg.flags & dns.flags.AD:
+            return str(name), asked
+    return None, asked
+
+
 def validate_by_resolver(resolver: str, owner: str, rtype: str, *, port: int = 53,
                          timeout: float = 5.0) -> Validation:
-    """Ask `resolver` (recursion, DO and AD set) and trust its AD bit."""
-    method = f"validating resolver {resolver} (AD bit)"
-    q = make_query(absolute(owner), rtype, recursion=True, dnssec=True)
-    q.flags |= dns.flags.AD
+    """Ask `resolver` (recursion, DO and AD set) and trust its AD bit -- once it has shown
+    that it validates. SERVFAIL is asked again with CD (checking disabled): an answer then
+    means the data is there and the resolver refused it as bogus."""
+    method = f"validated by resolver {resolver} (AD bit)"
+    qname = absolute(owner)
+
+    def result(state: str, reason: str) -> Validation:
+        return Validation(state == SECURE, method, reason, state=state)
+
     try:
-        response, _tcp = dns.query.udp_with_fallback(q, resolver, timeout=timeout, port=port)
+        response = _ask_resolver(resolver, qname, rtype, port=port, timeout=timeout)
     except dns.exception.Timeout:
-        return Validation(False, method, f"{resolver}: no answer within {timeout:g}s")
+        return result(INDETERMINATE, f"{resolver}: no answer within {timeout:g}s")
     except (OSError, dns.exception.DNSException) as exc:
-        return Validation(False, method, f"{resolver}: {exc}")
+        return result(INDETERMINATE, f"{resolver}: {exc}")
     rcode = dns.rcode.to_text(response.rcode())
     if rcode == "SERVFAIL":
-        return Validation(False, method, f"{resolver} answered SERVFAIL (validation failure, "
-                                         "or the resolver cannot reach the zone)")
+        try:
+            unchecked = _ask_resolver(resolver, qname, rtype, port=port, timeout=timeout,
+                                      cd=True)
+        except (OSError, dns.exception.DNSException):
+            unchecked = None
+        if unchecked is not None and unchecked.rcode() in (dns.rcode.NOERROR,
+                                                           dns.rcode.NXDOMAIN):
+            return result(BOGUS, f"{resolver} answered SERVFAIL, and with checking disabled "
+                                 "(CD) it answers: the data does not validate (bogus)")
+        return result(INDETERMINATE, f"{resolver} answered SERVFAIL, also with checking "
+                                     "disabled (CD): the zone is unreachable for it")
     if rcode not in ("NOERROR", "NXDOMAIN"):
-        return Validation(False, method, f"{resolver} answered {rcode}")
+        return result(INDETERMINATE, f"{resolver} answered {rcode}")
     if not response.flags & dns.flags.RA:
-        return Validation(False, method, f"{resolver} does not offer recursion (RA=0): "
-                                         "not a validating resolver")
-    if not response.flags & dns.flags.AD:
-        return Validation(False, method, f"{resolver} did not set AD: the answer is not "
-                                         "DNSSEC-validated (insecure zone or no validation)")
-    return Validation(True, method, VALID)
+        return result(INDETERMINATE, f"{resolver} does not offer recursion (RA=0): "
+                                     "not a validating resolver")
+    if response.flags & dns.flags.AD:
+        return result(SECURE, VALID)
+    proof, asked = _validating_proof(resolver, qname, port=port, timeout=timeout)
+    if proof is None:
+        return result(INDETERMINATE, f"{resolver} does not validate: it set AD on none of "
+                                     f"{', '.join(asked)} (DNSKEY), so its missing AD on "
+                                     f"{owner} {rtype} proves nothing; name a validating "
+                                     "resolver or use --trust-anchor")
+    return result(INSECURE, f"{resolver} validates (AD on {proof} DNSKEY) but did not set AD "
+                            f"on {owner} {rtype}: an unsigned zone or a delegation without DS "
+                            "on the way down")

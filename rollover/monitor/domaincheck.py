@@ -5,8 +5,10 @@ offered, TLS 1.2 negotiated, the chain against the TLSA RRset of *every* authori
 (RFC 7671 matching), the TLSA RRset DNSSEC-valid (from a trust anchor down, or a named
 validating resolver's AD bit), and the zone hygiene findings of `rollover.monitor.hygiene`.
 
-TLSA base name (RFC 7672 section 2.2.2): when the MX host name is an alias, the CNAME-expanded
-name is tried first and the original MX name second; the report says which was used and why.
+TLSA base name (RFC 7672 section 2.2.2): when the MX host name is an alias and *every* CNAME of
+the chain is DNSSEC-secure, the CNAME-expanded name is tried first and the original MX name
+second; when any CNAME is not secure only the original name is a TLSA base (a forged CNAME must
+not pick the TLSA records). The report says which was used and why.
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ from rollover.errors import ObserveError
 from rollover.model import Algorithm, Endpoint, Observation
 from rollover.monitor import hygiene
 from rollover.monitor.anchors import TrustAnchor
-from rollover.monitor.dnssec_chain import Validation, validate_by_resolver, validate_from_anchor
+from rollover.monitor.dnssec_chain import (
+    INDETERMINATE,
+    Validation,
+    validate_by_resolver,
+    validate_from_anchor,
+)
 from rollover.monitor.hostcheck import (
     ChainSource,
     Outcome,
@@ -75,6 +82,14 @@ class HostReport:
     outcomes: list[Outcome] = field(default_factory=list)
     observation: Observation | None = None
     validation: Validation | None = None
+    cname_validation: list[tuple[str, Validation]] = field(default_factory=list)  # alias owners
+
+    @property
+    def cname_secure(self) -> bool | None:
+        """True/False when the CNAME chain was validated; None when it was not checked."""
+        if not self.cname_validation:
+            return None
+        return all(v.secure for _o, v in self.cname_validation)
 
     @property
     def ok(self) -> bool:
@@ -169,10 +184,12 @@ class Lookup:
 # --------------------------------------------------------------------------- one host
 
 
-def _observe_base(observer: Observer, port: int, original: str, target: str
+def _observe_base(observer: Observer, port: int, original: str, target: str,
+                  expanded_ok: bool = True
                   ) -> tuple[str, str, Observation | None, str | None]:
-    """(base, why, observation, error): RFC 7672 2.2.2's order of TLSA base domains."""
-    candidates = [target, original] if target != original else [original]
+    """(base, why, observation, error): RFC 7672 2.2.2's order of TLSA base domains; the
+    expanded name only when `expanded_ok` (the CNAME chain is secure, or was not checked)."""
+    candidates = [target, original] if target != original and expanded_ok else [original]
     seen: list[tuple[str, Observation]] = []
     errors: list[str] = []
     for cand in candidates:
@@ -182,7 +199,10 @@ def _observe_base(observer: Observer, port: int, original: str, target: str
             errors.append(str(exc))
             continue
         if any(a.records for a in obs.answers):
-            if cand == original and target != original:
+            if cand == original and target != original and not expanded_ok:
+                why = (f"the original MX name: the CNAME chain to {target} is not "
+                       "DNSSEC-secure, so RFC 7672 2.2.2 does not allow the expanded name")
+            elif cand == original and target != original:
                 why = (f"the original MX name: no TLSA records at the CNAME-expanded {target} "
                        "(RFC 7672 2.2.2 tries that first)")
             elif cand == target and target != original:
@@ -193,7 +213,11 @@ def _observe_base(observer: Observer, port: int, original: str, target: str
         seen.append((cand, obs))
     if seen:
         cand, obs = seen[-1]
-        return cand, "no TLSA records at any candidate name", obs, None
+        why = "no TLSA records at any candidate name"
+        if target != original and not expanded_ok:
+            why += (f" (the CNAME chain to {target} is not DNSSEC-secure: only the original "
+                    "name counts)")
+        return cand, why, obs, None
     return original, "no answer", None, "; ".join(errors)
 
 
@@ -213,7 +237,14 @@ def check_host(name: str, preference: int, lookup: Lookup, observer: Observer,
     host.cname_chain = [str(n).rstrip(".") for n in aliases]
     host.target = str(aliases[-1] if aliases else qname).rstrip(".").lower()
     host.addresses = v4 + v6
-    base, why, obs, error = _observe_base(observer, opts.port, name, host.target)
+    owners = [qname, *aliases[:-1]]  # the names that carry a CNAME RRset
+    if aliases and (opts.validating_resolver or opts.anchor is not None):
+        host.cname_validation = [(str(o), _validate(observer, opts, str(o), "CNAME", None, now))
+                                 for o in dict.fromkeys(owners)]
+    expanded_ok = host.cname_secure is not False
+    base, why, obs, error = _observe_base(observer, opts.port, name, host.target, expanded_ok)
+    if aliases and host.cname_secure is None:
+        why += " (CNAME chain security not checked: no trust anchor or validating resolver)"
     host.base, host.base_reason, host.observation = base, why, obs
     host.owner = f"_{opts.port}._tcp.{base}."
     if obs is None:
@@ -227,14 +258,20 @@ def check_host(name: str, preference: int, lookup: Lookup, observer: Observer,
     chains = probe_all(endpoint, host.addresses, opts.algorithms, opts.resolvers,
                        opts.dns_port, opts.timeout, opts.tls)
     host.outcomes = judge(chains, host.sources, base, now)
-    if opts.validating_resolver:
-        host.validation = validate_by_resolver(opts.validating_resolver, host.owner, "TLSA",
-                                               port=opts.dns_port, timeout=opts.dns_timeout)
-    elif opts.anchor is not None:
-        host.validation = validate_from_anchor(observer, opts.anchor, host.owner, "TLSA",
-                                               now.timestamp(), zone=obs.zone,
-                                               port=opts.dns_port, timeout=opts.dns_timeout)
+    if opts.validating_resolver or opts.anchor is not None:
+        host.validation = _validate(observer, opts, host.owner, "TLSA", obs.zone, now)
     return host
+
+
+def _validate(observer: Observer, opts: Options, owner: str, rtype: str, zone: str | None,
+              now: datetime) -> Validation:
+    if opts.validating_resolver:
+        return validate_by_resolver(opts.validating_resolver, owner, rtype,
+                                    port=opts.dns_port, timeout=opts.dns_timeout)
+    if opts.anchor is None:
+        raise ValueError("no trust anchor and no validating resolver")
+    return validate_from_anchor(observer, opts.anchor, owner, rtype, now.timestamp(),
+                                zone=zone, port=opts.dns_port, timeout=opts.dns_timeout)
 
 
 # --------------------------------------------------------------------------- findings
@@ -328,10 +365,27 @@ def host_findings(host: HostReport, opts: Options, now: datetime) -> list[Findin
         out.extend(hygiene.record_findings(host.owner, records, chains))
     v = host.validation
     if v is not None and not v.secure and host.error is None:
-        out.append(Finding("dnssec-invalid", Severity.CRITICAL, host.owner,
-                           f"the TLSA RRset is not DNSSEC-valid ({v.method}): {v.reason}",
-                           "DANE relies on DNSSEC: a lot of DANE breakage stems from broken "
-                           "DNSSEC (check the chain on https://dnsviz.net/)"))
+        if v.security == INDETERMINATE:
+            out.append(Finding("dnssec-unverified", Severity.CRITICAL, host.owner,
+                               f"DNSSEC of the TLSA RRset could not be verified ({v.method}): "
+                               f"{v.reason}",
+                               "the check does not pass on an unverified answer: name a "
+                               "resolver that validates, or validate from a trust anchor"))
+        else:
+            out.append(Finding("dnssec-invalid", Severity.CRITICAL, host.owner,
+                               f"the TLSA RRset is not DNSSEC-valid ({v.security}, "
+                               f"{v.method}): {v.reason}",
+                               "DANE relies on DNSSEC: a lot of DANE breakage stems from "
+                               "broken DNSSEC (check the chain on https://dnsviz.net/)"))
+    for alias, cv in host.cname_validation:
+        if not cv.secure:
+            out.append(Finding(
+                "cname-insecure", Severity.WARNING, alias.rstrip("."),
+                f"the CNAME of MX host {host.name} at {alias} is not DNSSEC-secure "
+                f"({cv.security}, {cv.method}): {cv.reason}; TLSA records at {host.target} "
+                "are not used, only those at the original name (RFC 7672 2.2.2)",
+                "sign the zone of the alias (with a DS at its parent), or publish the TLSA "
+                f"records at _{opts.port}._tcp.{host.name}"))
     out.extend(_chain_findings(host))
     seen: set[bytes] = set()
     for o in host.outcomes:
@@ -363,7 +417,7 @@ def _zone_refresh(lookup: Lookup, zone: str, obs: Observation) -> int | None:
 
 
 def check_domain(domain: str, opts: Options, observer: Observer, now: datetime) -> DomainReport:
-    method = ("validating resolver " + opts.validating_resolver + " (AD bit)"
+    method = ("validated by resolver " + opts.validating_resolver + " (AD bit)"
               if opts.validating_resolver else
               f"validated from the {opts.anchor.describe()}" if opts.anchor else "none")
     report = DomainReport(domain, opts.port, now, method)

@@ -53,9 +53,24 @@ def status_metrics(reports: Sequence[SlotReport], now: datetime) -> CollectorReg
     observed = Gauge("rollover_slot_observed_timestamp_seconds",
                      "when the nameservers were last observed for the slot", ["slot"],
                      registry=reg)
+    match = Gauge("rollover_slot_chain_match", "1 when the chain this address presented at the "
+                  "engine's last post-flight probe matched the TLSA RRset of every "
+                  "authoritative server, else 0", ["slot", "address", "algorithm"],
+                  registry=reg)
+    probed = Gauge("rollover_slot_probe_timestamp_seconds", "when the engine last probed "
+                   "the address (post-flight)", ["slot", "address", "algorithm"], registry=reg)
+    success = Gauge("rollover_slot_last_success_timestamp_seconds", "end of the last `run` "
+                    "that finished without error for the slot", ["slot"], registry=reg)
+    all_ok = Gauge("rollover_last_success_timestamp_seconds", "the oldest of the slots' last "
+                   "successful runs (0: some slot never had one): alert when it is too old",
+                   registry=reg)
     stamp = Gauge("rollover_status_timestamp_seconds", "when this status was taken",
                   registry=reg)
     stamp.set(now.timestamp())
+    successes = [r.state.last_success for r in reports]
+    if reports:
+        all_ok.set(0 if None in successes else min(
+            s.timestamp() for s in successes if s is not None))
     for r in reports:
         key = r.slot.key
         st = r.state
@@ -68,6 +83,12 @@ def status_metrics(reports: Sequence[SlotReport], now: datetime) -> CollectorReg
             expiry.labels(key).set(st.installed.not_after.timestamp())
         errors.labels(key).set(1 if (r.error or st.last_error) else 0)
         failures.labels(key).set(st.failures)
+        alg = st.slot.algorithm.value
+        for probe in st.probes:
+            match.labels(key, probe.address, alg).set(1 if probe.matched else 0)
+            probed.labels(key, probe.address, alg).set(probe.at.timestamp())
+        if st.last_success is not None:
+            success.labels(key).set(st.last_success.timestamp())
         if st.observation is not None:
             observed.labels(key).set(st.observation.at.timestamp())
             for a in st.observation.answers:

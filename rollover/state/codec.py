@@ -6,7 +6,7 @@ A file that does not fit is refused with one line naming the file and the field
 "U S M HEX", got the number 3"); nothing is repaired or rewritten.
 
 To add a field, add one line to the table of its object (SLOT, KEY, RECORD, CERT, OBSERVATION,
-ANSWER): `"name": F(kind, required=..., null=...)`. A field not in its table is refused, so a
+ANSWER, PROBE): `"name": F(kind, required=..., null=...)`. A field not in its table is refused, so a
 file written by a newer rollover (or by hand) is never half understood.
 """
 
@@ -243,6 +243,13 @@ OBSERVATION = Table("observation", {
     "problems": F(ListOf(SHORT, 100)),
 })
 
+PROBE = Table("probe", {
+    "address": F(ip_address, required=True),
+    "matched": F(boolean, required=True),
+    "at": F(timestamp, required=True),
+    "error": F(SHORT, null=True),
+})
+
 SLOT = Table("slot", {
     "slot": F(slot_key, required=True),
     "phase": F(choice(Phase), required=True),
@@ -268,6 +275,8 @@ SLOT = Table("slot", {
     "last_error": F(text(4096), null=True),
     "observation": F(OBSERVATION, null=True),
     "source_checked": F(timestamp, null=True),  # external certificate sources (certbot, files)
+    "probes": F(ListOf(PROBE, 1000)),  # the last post-flight probe, per address (metrics)
+    "last_success": F(timestamp, null=True),  # the last run that ended without error
 })
 
 # --------------------------------------------------------------------------- validation

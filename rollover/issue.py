@@ -576,7 +576,7 @@ class AcmeIssuer:
                 with self._errors("finalize"):
                     acme.begin_finalization(orderr)
             self._pause(deadline, _retry_seconds(response, delay),
-                        f"the certificate (order {orderr.uri} still {body.status})")
+                        f"the certificate (order {orderr.uri} still {body.status.name})")
             delay = min(delay * 1.5, 2.0)
 
     def _issued(

@@ -11,9 +11,9 @@ from pathlib import Path
 
 os.environ.setdefault("ROLLOVER_LAB_NET", "127.0.8")
 
-from rollover.cli import main as rollover
+from rollover.cli.main import main as rollover
 from rollover.clock import SystemClock, parse_time
-from rollover.observe import Observer
+from rollover.edges.observe import Observer
 
 from lab.configs import write_config
 from lab.dns import DnsLab

@@ -7,8 +7,8 @@ import statistics
 import sys
 import tracemalloc
 
-from rollover import machine as m
 from rollover.clock import SystemClock
+from rollover.core import machine as m
 
 from machine_helpers import POLICY, at, drive_to_propagating, everywhere
 

@@ -30,7 +30,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from rollover import tlsa
+from rollover.dane import tlsa
 from rollover.errors import InputError, InstallError
 from rollover.fileio import fsync_dir, write_temp
 from rollover.model import Algorithm, SlotId, format_file_name
@@ -320,7 +320,7 @@ class FileInstaller:
         return run_command(command, self.run, self.timeout, env)
 
 
-# -- the config section of a file-writing installer (checked here, not in rollover.config) -------
+# -- the config section of a file-writing installer (checked here, not in rollover.config.load) --
 
 DEFAULT_FILE_NAME = "{host}.{algorithm}.pem"
 FILE_OPTIONS = ("directory", "file_mode", "group", "file_name")

@@ -17,7 +17,7 @@ change already in effect, submit, wait until the backend says it is applied (Rou
 re-read and confirm that exactly the computed RRset is served. Every failure leaves as one
 `ProviderError` whose message names the provider and what failed, and never a secret.
 
-Propagation checking is never a provider's job (rollover.observe does it).
+Propagation checking is never a provider's job (rollover.edges.observe does it).
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.tlsabase
 
-from rollover import registry
+from rollover.config import registry
+from rollover.dns import rdata as rdata_form
+from rollover.dns.rdata import canonical
 from rollover.errors import ConfigError, ProviderError
 from rollover.model import RRset
 
@@ -207,25 +209,14 @@ def target(zone: str, owner: str, rtype: str) -> Target:
 
 def parse_rdata(rtype: str, text: str, origin: str | None = None) -> dns.rdata.Rdata:
     try:
-        return dns.rdata.from_text(
-            dns.rdataclass.IN, rtype, text,
-            origin=dns.name.from_text(origin) if origin else dns.name.root,
-        )
-    except dns.exception.DNSException as exc:
-        raise ProviderError(f"bad {rtype} rdata {text!r}: {exc}") from None
-
-
-def canonical(rtype: str, rdata: dns.rdata.Rdata) -> str:
-    """Rdata as rollover compares it: TLSA-family "U S M lowerhex", anything else dnspython text
-    with absolute names (TXT: quoted strings)."""
-    if isinstance(rdata, dns.rdtypes.tlsabase.TLSABase):
-        return f"{rdata.usage} {rdata.selector} {rdata.mtype} {rdata.cert.hex()}"
-    return str(rdata.to_text())
+        return rdata_form.parse(rtype, text, origin)
+    except ValueError as exc:
+        raise ProviderError(str(exc)) from None
 
 
 def canonical_text(rtype: str, text: str, origin: str | None = None) -> str:
-    """`text` in canonical form ("3 1 1 AB CD" -> "3 1 1 abcd"); ProviderError if unparsable."""
-    return canonical(rtype, parse_rdata(rtype, text, origin))
+    """`text` in canonical form (rollover.dns.rdata); ProviderError if unparsable."""
+    return canonical(parse_rdata(rtype, text, origin))
 
 
 class ProviderBase:

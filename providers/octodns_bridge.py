@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from rollover import fileio
-from rollover.confcheck import Section, line_of
+from rollover.config.check import Section, line_of
+from rollover.config.registry import ParseContext
 from rollover.errors import ProviderError
-from rollover.registry import ParseContext
 
 from .base import ProviderBase, Submission, Supports, Target
 

@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from rollover import fileio
-from rollover.confcheck import Section
+from rollover.config.check import Section
+from rollover.config.registry import ParseContext
 from rollover.display import shown
 from rollover.errors import ProviderError
-from rollover.registry import ParseContext
 
 from .base import ProviderBase, Submission, Supports, Target
 

@@ -37,9 +37,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from rollover.confcheck import Section
+from rollover.config.check import Section
+from rollover.config.registry import ParseContext
 from rollover.errors import ProviderError
-from rollover.registry import ParseContext
 
 from .base import ProviderBase, Submission, Supports, Target
 

@@ -46,13 +46,14 @@ import dns.tsig
 import dns.update
 
 from rollover import fileio
-from rollover.confcheck import Section
+from rollover.config.check import Section
+from rollover.config.registry import ParseContext
 from rollover.display import shown
+from rollover.dns.rdata import canonical
 from rollover.errors import ProviderError
 from rollover.model import RRset
-from rollover.registry import ParseContext
 
-from .base import ANY_TYPE, ProviderBase, Submission, Supports, Target, canonical, parse_rdata
+from .base import ANY_TYPE, ProviderBase, Submission, Supports, Target, parse_rdata
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +368,7 @@ class _Client:
                                    dns.rdatatype.from_text(rtype))
         if not rrset:
             return RRset(label, rtype, None, frozenset())
-        return RRset(label, rtype, rrset.ttl, frozenset(canonical(rtype, rd) for rd in rrset))
+        return RRset(label, rtype, rrset.ttl, frozenset(canonical(rd) for rd in rrset))
 
     def send_update(self, update: dns.update.UpdateMessage, zone: dns.name.Name, label: str,
                     rtype: str) -> None:

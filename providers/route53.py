@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rollover.clock import SystemClock
-from rollover.confcheck import Section
+from rollover.config.check import Section
+from rollover.config.registry import ParseContext
 from rollover.errors import ProviderError
-from rollover.registry import ParseContext
 
 from .base import ProviderBase, Submission, Supports, Target
 

@@ -45,11 +45,12 @@ import dns.zone
 
 from rollover import fileio
 from rollover.clock import SystemClock
-from rollover.confcheck import Section
+from rollover.config.check import Section
+from rollover.config.registry import ParseContext
+from rollover.dns.rdata import canonical
 from rollover.errors import ProviderError
-from rollover.registry import ParseContext
 
-from .base import ProviderBase, Submission, Supports, Target, canonical, canonical_text
+from .base import ProviderBase, Submission, Supports, Target, canonical_text
 
 log = logging.getLogger("rollover.providers.zonefile")
 
@@ -160,7 +161,7 @@ class ZoneFileProvider(ProviderBase):
         for name, rdataset in zone.iterate_rdatasets():
             rtype = dns.rdatatype.to_text(rdataset.rdtype)
             key = (name.to_text().lower(), rtype)
-            out[key] = (rdataset.ttl, {canonical(rtype, rd) for rd in rdataset})
+            out[key] = (rdataset.ttl, {canonical(rd) for rd in rdataset})
         return out
 
     def _render(self, zone: str, records: dict[tuple[str, str], tuple[int, set[str]]]) -> bytes:

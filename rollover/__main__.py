@@ -1,3 +1,3 @@
-from rollover.cli import entry
+from rollover.cli.main import entry
 
 entry()

@@ -14,6 +14,7 @@ import stat
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TextIO
 
 FORMATS = ("text", "json")
 SYSLOG_SOCKET = "/dev/log"
@@ -32,10 +33,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(verbosity: int = 0, fmt: str = "text", syslog: bool = False,
-              quiet: bool = False) -> None:
+              quiet: bool = False, stream: TextIO | None = None) -> None:
+    stream = sys.stderr if stream is None else stream
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 \
         else logging.DEBUG
-    stderr = logging.StreamHandler(sys.stderr)
+    stderr = logging.StreamHandler(stream)
     stderr.setFormatter(JsonFormatter() if fmt == "json"
                         else logging.Formatter("rollover: %(message)s"))
     if quiet:
@@ -51,7 +53,7 @@ def configure(verbosity: int = 0, fmt: str = "text", syslog: bool = False,
         except OSError as exc:
             # no syslog daemon: say so once on stderr and keep going without it
             print(f"rollover: warning: --syslog: cannot open {SYSLOG_SOCKET}: "
-                  f"{exc.strerror or exc}", file=sys.stderr)
+                  f"{exc.strerror or exc}", file=stream)
         else:
             sys_handler.setFormatter(logging.Formatter("rollover: %(message)s"))
             handlers.append(sys_handler)

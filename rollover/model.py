@@ -19,6 +19,12 @@ USAGE_NAMES = {0: "PKIX-TA", 1: "PKIX-EE", 2: "DANE-TA", 3: "DANE-EE"}
 SELECTOR_NAMES = {0: "Cert", 1: "SPKI"}
 MTYPE_NAMES = {0: "Full", 1: "SHA2-256", 2: "SHA2-512"}
 
+# The policy's defaults, in seconds: one place for the machine's Policy and the config's section
+KEY_LIFETIME = 60 * 86400  # a key is current this long before the next one takes over
+RENEW_BEFORE = 30 * 86400  # renew the certificate this long before it expires
+RETIRE_GRACE = 3600  # keep an old record this long after a positive post-flight
+MIN_WAIT = 0  # extra wait on top of 2 x TTL before a switch
+
 
 class Algorithm(StrEnum):
     """Key algorithms a slot can use. Each rolls on its own (one 3 1 1 cannot match two keys)."""
@@ -91,6 +97,11 @@ class TLSARecord:
         s = SELECTOR_NAMES.get(self.selector, str(self.selector))
         m = MTYPE_NAMES.get(self.mtype, str(self.mtype))
         return f"{u} {s} {m}"
+
+
+def own_rdata(spki_sha256: str) -> str:
+    """The 3 1 1 (DANE-EE, SPKI, SHA2-256) rdata of a key, from its SPKI digest in hex."""
+    return f"3 1 1 {spki_sha256}"
 
 
 @dataclass(frozen=True, order=True)

@@ -18,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-from rollover import machine as m
-from rollover.cli import main
+from rollover.cli.main import main
+from rollover.core import machine as m
+from rollover.environment import Environment
 from rollover.model import Algorithm, Observation, ServerAnswer, SlotId
 
 import certgen
@@ -65,7 +66,7 @@ def good_slot_state() -> m.SlotState:
     """A slot in the middle of its life: every optional part of the state document filled."""
     t = datetime(2026, 1, 1, tzinfo=UTC)
     cur, nxt = certgen.key("p256", 1), certgen.key("p256", 2)
-    from rollover import tlsa
+    from rollover.dane import tlsa
 
     keys = [
         m.KeyInfo("k-1", m.KeyRole.CURRENT, tlsa.spki_sha256_hex(cur), t, t),
@@ -163,8 +164,8 @@ def run_cli(argv: Sequence[str], cwd: Path | None = None) -> Outcome:
         if cwd is not None:
             os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-                time_limit(CASE_TIMEOUT):
-            code = main(list(argv), {})
+                time_limit(CASE_TIMEOUT):  # redirected too: a stray print() would be caught
+            code = main(list(argv), Environment(stdout=out, stderr=err, environ={}))
     finally:
         os.chdir(old)
     return Outcome(code, out.getvalue(), err.getvalue())

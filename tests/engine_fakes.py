@@ -18,14 +18,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from rollover.clock import FakeClock
-from rollover.config import Config, EndpointConfig, load_config
-from rollover.edges import Edges, IssuedCert
-from rollover.engine import Engine
+from rollover.config.load import Config, EndpointConfig, load_config
+from rollover.edges.protocols import Edges, IssuedCert
+from rollover.engine.loop import Engine
+from rollover.engine.wiring import verify_chain
 from rollover.errors import InstallError
 from rollover.model import Algorithm, Observation, PresentedChain, RRset, ServerAnswer, SlotId
 from rollover.providers.base import Change, check_change
-from rollover.state import StateStore
-from rollover.wiring import verify_chain
+from rollover.state.store import StateStore
 
 import certgen
 

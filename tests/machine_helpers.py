@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from rollover import machine as m
+from rollover.core import machine as m
 from rollover.model import Algorithm, Observation, ServerAnswer, SlotId
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

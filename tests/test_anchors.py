@@ -9,8 +9,8 @@ import dns.dnssec
 import dns.name
 import pytest
 
-from rollover import anchors
 from rollover.errors import InputError, MissingInputError
+from rollover.monitor import anchors
 
 ROOT_KSK_2017 = 20326
 

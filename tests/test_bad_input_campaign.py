@@ -23,8 +23,8 @@ import badinput as b
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from rollover import state_codec as codec
 from rollover.errors import ExitStatus
+from rollover.state import codec
 
 import certgen
 
@@ -608,7 +608,7 @@ FREE_TEXT = {"last_error", "dnssec", "error", "problems", "target_key", "stopped
 
 
 def field_of(path: tuple[Any, ...]) -> codec.F:
-    """The schema entry (rollover.state_codec) for a path below a slot."""
+    """The schema entry (rollover.state.codec) for a path below a slot."""
     table: codec.Table | codec.ListOf = codec.SLOT
     f = codec.F(codec.SLOT, required=True)
     for part in path:

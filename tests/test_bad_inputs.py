@@ -13,7 +13,7 @@ from pathlib import Path
 import badinput as b
 import pytest
 
-from rollover import tlsa
+from rollover.dane import tlsa
 from rollover.errors import ExitStatus
 
 import certgen

@@ -17,8 +17,8 @@ import pytest
 from smtp_stub import SmtpStub
 from test_engine_dns_lab import new_host
 
-from rollover import tlsa
-from rollover.cli import main
+from rollover.cli.main import main
+from rollover.dane import tlsa
 from rollover.errors import ExitStatus
 
 import certgen

@@ -24,8 +24,8 @@ import yaml
 from cryptography import x509
 from test_rollover_lab import key_of, owner, rrsets, slot
 
-from rollover import tlsa
-from rollover.cli import main
+from rollover.cli.main import main
+from rollover.dane import tlsa
 
 from lab.certbot import Certbot, certbot_binary
 from lab.dns import DnsLab

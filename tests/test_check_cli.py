@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from rollover import tlsa
-from rollover.cli import main
+from rollover.cli.main import main
+from rollover.dane import tlsa
+from rollover.environment import Environment
 from rollover.errors import ExitStatus
 
 import certgen
@@ -32,7 +33,7 @@ def rec311(lab: PostfixLab, algorithm: str) -> str:
 
 
 def check(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["check", *argv], env={})
+    code = main(["check", *argv], env=Environment(environ={}))
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 from cryptography import x509
 
-from rollover import tlsa
-from rollover.cli import main
+from rollover.cli.main import main
+from rollover.dane import tlsa
+from rollover.environment import Environment
 from rollover.errors import ExitStatus
 
 from lab.pki import chain_file_bytes, generate_key, self_signed, write_private
@@ -40,7 +41,7 @@ def submission() -> Iterator[tuple[PostfixLab, dict[str, x509.Certificate]]]:
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(["check", HOST, *argv], env={})
+    code = main(["check", HOST, *argv], env=Environment(environ={}))
     return code, capsys.readouterr().out
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from rollover import registry
-from rollover.confcheck import parse_duration
-from rollover.config import (
+from rollover.config import registry
+from rollover.config.check import parse_duration
+from rollover.config.load import (
     Config,
     ConfigFileError,
     load_config,
@@ -294,7 +294,7 @@ def test_no_traceback_in_a_subprocess(cfgdir: Path) -> None:
     path.write_text(case.read_text())
     code = (
         "import sys\n"
-        "from rollover.config import load_config\n"
+        "from rollover.config.load import load_config\n"
         "from rollover.errors import RolloverError\n"
         "try:\n"
         "    load_config(sys.argv[1])\n"
@@ -321,13 +321,14 @@ def test_no_traceback_in_a_subprocess(cfgdir: Path) -> None:
     "name", ["many-problems.yaml", "yaml-syntax-unclosed.yaml", "empty.yaml", "secret-missing.yaml"]
 )
 def test_through_the_cli(name: str, cfgdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from rollover.cli import main
+    from rollover.cli.main import main
+    from rollover.environment import Environment
 
     text = (CORPUS / name).read_text()
     path = cfgdir / name
     path.write_text(text)
     before = sorted(p.name for p in cfgdir.iterdir())
-    status = main(["plan", "--config", str(path)], env={})
+    status = main(["plan", "--config", str(path)], env=Environment(environ={}))
     err = capsys.readouterr().err
     assert status == ExitStatus.CONFIG
     assert "Traceback" not in err

@@ -18,8 +18,8 @@ import pytest
 from cryptography import x509
 from test_rollover_lab import key_of, owner, rrsets, setup, slot
 
-from rollover import tlsa
-from rollover.cli import main
+from rollover.cli.main import main
+from rollover.dane import tlsa
 
 from lab.dns import DnsLab
 from lab.pebble import PebbleLab

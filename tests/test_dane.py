@@ -1,4 +1,4 @@
-"""rollover.dane: RFC 7671/7672 matching, with `openssl s_client -dane_tlsa_*` as the referee.
+"""rollover.dane.match: RFC 7671/7672 matching, with `openssl s_client -dane_tlsa_*` as the referee.
 
 Each served chain is put behind a real `openssl s_server` on the lab net (ROLLOVER_LAB_NET);
 for each case, match_chain's verdict must agree with whether s_client verifies. s_client runs
@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from rollover import dane, tlsa
 from rollover.clock import SystemClock
-from rollover.dane import Preference, match_chain
+from rollover.dane import match as dane
+from rollover.dane import tlsa
+from rollover.dane.match import Preference, match_chain
 from rollover.model import TLSARecord
 
 import certgen

@@ -26,8 +26,9 @@ import pytest
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
-from rollover import tlsa
-from rollover.cli import main
+from rollover.cli.main import main
+from rollover.dane import tlsa
+from rollover.environment import Environment
 from rollover.errors import ExitStatus
 
 import certgen
@@ -66,7 +67,7 @@ def _rec(cert: x509.Certificate, u: int = 3) -> str:
 
 
 def _check(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(["check", *argv], env={})
+    code = main(["check", *argv], env=Environment(environ={}))
     out, _err = capsys.readouterr()
     return code, out
 
@@ -170,7 +171,7 @@ class _Capture:
 
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            code = main(["check", *argv], env={})
+            code = main(["check", *argv], env=Environment(environ={}))
         return code, buf.getvalue()
 
 

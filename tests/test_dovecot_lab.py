@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from rollover import tlsa
-from rollover.cli import main
+from rollover.cli.main import main
 from rollover.clock import SystemClock
+from rollover.dane import tlsa
+from rollover.edges.probe import dialect_for_port, probe_tls
 from rollover.hooks.dovecot import DovecotInstaller
 from rollover.hooks.files import previous_path
 from rollover.model import Algorithm, SlotId
-from rollover.probe import dialect_for_port, probe_tls
 
 import certgen
 from lab.configs import write_config

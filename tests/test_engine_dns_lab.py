@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from rollover.cli import main
+from rollover.cli.main import main
 from rollover.clock import SystemClock, parse_time
 from rollover.errors import ExitStatus
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from engine_fakes import World, build_world
 
-from rollover import report, tlsa
+from rollover.dane import tlsa
+from rollover.monitor import report
 
 DIGEST = re.compile(r"[0-9a-f]{64}|<[a-z]+ [a-z0-9-]+ key: known once generated>")
 
@@ -167,7 +168,7 @@ def test_current_issuer_pins_an_intermediate_of_a_longer_chain(tmp_path: Path,
 
 
 def test_a_desired_rrset_larger_than_max_records_is_refused_with_a_reason() -> None:
-    from rollover import machine as m
+    from rollover.core import machine as m
 
     from machine_helpers import SLOT, at, spki
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rollover.cli import build_parser, hoist
+from rollover.cli.main import build_parser, hoist
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

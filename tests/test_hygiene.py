@@ -1,13 +1,15 @@
-"""The how-to's hygiene tips as findings (rollover.hygiene), on real certificates and records:
-each fires on the case it is about, stays quiet on the good case, and is reported once."""
+"""The how-to's hygiene tips as findings (rollover.monitor.hygiene), on real certificates and
+records: each fires on the case it is about, stays quiet on the good case, and is reported once."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from rollover import dane, hygiene, tlsa
-from rollover.hygiene import Finding, Severity
+from rollover.dane import match as dane
+from rollover.dane import tlsa
 from rollover.model import TLSARecord
+from rollover.monitor import hygiene
+from rollover.monitor.hygiene import Finding, Severity
 
 import certgen
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rollover.cli import main
+from rollover.cli.main import main
 
 from lab.dns import DnsLab
 from lab.dovecot import DovecotLab

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from rollover import tlsa
 from rollover.clock import SystemClock
-from rollover.config import load_config
+from rollover.config.load import load_config
+from rollover.dane import tlsa
 from rollover.errors import ConfigError
 from rollover.hooks.exim import EximInstaller, EximOptions
 from rollover.hooks.files import previous_path

@@ -112,7 +112,7 @@ class TestCommandConformance(InstallerConformance):
 
 
 def test_the_suite_covers_every_registered_installer() -> None:
-    from rollover import registry
+    from rollover.config import registry
 
     covered = {"postfix", "dovecot", "exim", "command"}
     assert set(registry.names("installer")) <= covered, "an installer without conformance"

@@ -1,4 +1,5 @@
-"""The ACME client (rollover.issue) against real Pebble, DNS-01 through the real DNS lab."""
+"""The ACME client (rollover.edges.acme_client) against real Pebble, DNS-01 through the real
+DNS lab."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from rollover.clock import SystemClock
+from rollover.edges.acme_client import AcmeIssueError, AcmeIssuer, ari_cert_id, translate
 from rollover.errors import AcmeError
-from rollover.issue import AcmeIssueError, AcmeIssuer, ari_cert_id, translate
 
 from lab.dns import DnsLab
 from lab.dns01 import LabDns01

@@ -16,8 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from rollover.issue import AcmeIssueError, AcmeIssuer
-from rollover.tlsa import tlsa_record
+from rollover.dane.tlsa import tlsa_record
+from rollover.edges.acme_client import AcmeIssueError, AcmeIssuer
 
 from lab.dns import DnsLab
 from lab.dns01 import LabDns01

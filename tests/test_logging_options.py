@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rollover import logsetup
-from rollover.cli import hoist, main
+from rollover.cli.main import hoist, main
 
 
 def config(tmp_path: Path, endpoints: int = 5, ttl: int = 3) -> Path:

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from rollover import machine as m
-from rollover.machine import KeyRole, Phase, RecordState
+from rollover.core import machine as m
+from rollover.core.machine import KeyRole, Phase, RecordState
 
 from machine_helpers import (
     POLICY,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from rollover import machine as m
-from rollover.machine import KeyRole, Phase
+from rollover.core import machine as m
+from rollover.core.machine import KeyRole, Phase
 
 from machine_helpers import POLICY, SLOT, at, everywhere, spki
 

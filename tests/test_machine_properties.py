@@ -12,8 +12,8 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rollover import machine as m
-from rollover.machine import Phase
+from rollover.core import machine as m
+from rollover.core.machine import Phase
 from rollover.model import Algorithm, Observation, SlotId
 
 from machine_helpers import POLICY, at, drive_to_propagating, obs, spki

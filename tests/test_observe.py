@@ -1,4 +1,4 @@
-"""Propagation verifier (rollover/observe.py, dnssec_check.py, dnsquery.py).
+"""Propagation verifier (rollover/edges/observe.py, dnssec_check.py, dnsquery.py).
 
 Lab tests (`-m lab`) talk to the real BIND primary, BIND secondary and Knot secondary. The pure
 tests feed the DNSSEC and pitfall checks with synthetic, really signed dns.message objects.
@@ -22,8 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from rollover.clock import FakeClock, SystemClock
-from rollover.dnsquery import Question, Reply
-from rollover.dnssec_check import (
+from rollover.dns.dnssec import (
     VALID,
     check_negative,
     check_response,
@@ -33,9 +32,10 @@ from rollover.dnssec_check import (
     types_in_bitmap,
     zone_keys,
 )
+from rollover.dns.query import Question, Reply
+from rollover.edges.observe import EXTRA, Delegation, Observer
 from rollover.errors import ObserveError
 from rollover.model import Observation
-from rollover.observe import EXTRA, Delegation, Observer
 
 from lab.proc import wait_for
 

@@ -32,9 +32,9 @@ def test_wheel_has_no_top_level_providers_or_hooks(tmp_path: Path) -> None:
         assert f"rollover/{init.parent.name}/__init__.py" in names, init
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "rollover = rollover.cli:entry" in text
+    assert "rollover = rollover.cli.main:entry" in text
     assert "rfc2136 = rollover.providers.rfc2136:RFC2136Provider" in text
-    assert "rollover/sources/files.py" in names and "rollover/registry.py" in names
+    assert "rollover/sources/files.py" in names and "rollover/config/registry.py" in names
     for group in ("[rollover.providers]", "[rollover.installers]", "[rollover.sources]"):
         assert group in text
     assert "postfix = rollover.hooks.postfix:PostfixInstaller" in text

@@ -9,15 +9,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from smtp_stub import SmtpStub
 
-from rollover.config import EndpointConfig
-from rollover.model import Algorithm, PresentedChain, SlotId
-from rollover.probe import (
+from rollover.config.load import EndpointConfig
+from rollover.edges.probe import (
     TLS13_AVAILABLE,
     LiveProber,
     probe_chain,
     probe_tls,
     resolve_addresses,
 )
+from rollover.model import Algorithm, PresentedChain, SlotId
 
 import certgen
 from lab.dns import DnsLab

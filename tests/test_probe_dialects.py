@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from rollover.clock import SystemClock
-from rollover.probe import Dialect, dialect_for_port, probe_tls
+from rollover.edges.probe import Dialect, dialect_for_port, probe_tls
 
 
 @contextlib.contextmanager

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from rollover import machine as m
 from rollover.clock import SystemClock
-from rollover.progress_view import LiveView, PlainLines, countdown, render
-from rollover.report import SlotReport
+from rollover.core import machine as m
+from rollover.monitor.progress_view import LiveView, PlainLines, countdown, render
+from rollover.monitor.report import SlotReport
 
 from lab.configs import write_config
 from lab.dns import DnsLab

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from providers.conformance import R1, R2, ProviderConformance, Target, fresh_owner
 
-from rollover.config import load_config
+from rollover.config.load import load_config
 from rollover.errors import ConfigError, ProviderError
 from rollover.model import RRset
 from rollover.providers.base import Change

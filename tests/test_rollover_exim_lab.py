@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rollover.cli import main
+from rollover.cli.main import main
 from rollover.clock import SystemClock
 
 from lab.configs import write_config

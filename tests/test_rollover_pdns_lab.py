@@ -21,9 +21,9 @@ import pytest
 import yaml
 from cryptography import x509
 
-from rollover import tlsa
-from rollover.cli import main
+from rollover.cli.main import main
 from rollover.clock import SystemClock
+from rollover.dane import tlsa
 
 from lab.pdns import PdnsLab
 from lab.pebble import PebbleLab

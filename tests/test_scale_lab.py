@@ -15,16 +15,16 @@ import dns.rdatatype
 import pytest
 import yaml
 
-from rollover import machine as m
-from rollover.cli import main
+from rollover.cli.main import main
 from rollover.clock import SystemClock
-from rollover.config import load_config
-from rollover.dnsquery import Question, Reply, query_wave
+from rollover.config.load import load_config
+from rollover.core import machine as m
+from rollover.dns.query import Question, Reply, query_wave
+from rollover.edges.observe import Observer, Want
+from rollover.engine.wiring import build_engine
 from rollover.errors import ProviderError
-from rollover.observe import Observer, Want
 from rollover.providers.base import Change
 from rollover.providers.rfc2136 import RFC2136Provider
-from rollover.wiring import build_engine
 
 from lab.configs import write_config
 from lab.dns import DnsLab

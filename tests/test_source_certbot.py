@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rollover.config import load_config
+from rollover.config.load import load_config
 from rollover.errors import ConfigError
 from rollover.model import Algorithm, SlotId
 from rollover.sources import CertSourceError, NoCertYet
@@ -163,7 +163,7 @@ def test_the_examples_load(tmp_path: Path) -> None:
 
 def test_hook_with_arguments_it_does_not_know_still_exits_0(
         capsys: pytest.CaptureFixture[str]) -> None:
-    from rollover.cli import main
+    from rollover.cli.main import main
 
     assert main(["certbot-hook", "--no-such-option"]) == 0
     err = capsys.readouterr().err

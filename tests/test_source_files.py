@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rollover import tlsa
-from rollover.cli import main
-from rollover.config import load_config
+from rollover.cli.main import main
+from rollover.config.load import load_config
+from rollover.dane import tlsa
 from rollover.model import Algorithm, SlotId
 from rollover.sources import CertSourceError
 from rollover.sources.files import CertFiles, FilesOptions, FilesSource

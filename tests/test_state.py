@@ -18,7 +18,7 @@ import pytest
 from rollover.clock import SystemClock
 from rollover.errors import ExitStatus, LockedError, StateError
 from rollover.fileio import is_temp_name
-from rollover.state import SCHEMA_VERSION, StateStore
+from rollover.state.store import SCHEMA_VERSION, StateStore
 
 REPO = Path(__file__).resolve().parent.parent
 PEM = (
@@ -168,7 +168,7 @@ def test_leftover_temp_file_is_cleaned_under_the_lock_only(tmp_path: Path) -> No
 SAVER = """
 import sys
 from pathlib import Path
-from rollover.state import StateStore
+from rollover.state.store import StateStore
 from test_state import doc_of
 store = StateStore(Path(sys.argv[1]))
 n = int(sys.argv[2])
@@ -218,7 +218,7 @@ def test_save_survives_kill_9(tmp_path: Path) -> None:
 HOLDER = """
 import sys
 from pathlib import Path
-from rollover.state import StateStore
+from rollover.state.store import StateStore
 with StateStore(Path(sys.argv[1])).lock():
     print("locked", flush=True)
     sys.stdin.readline()

@@ -17,7 +17,7 @@ import pytest
 
 from rollover.clock import FakeClock
 from rollover.errors import LockedError
-from rollover.state_s3 import S3Location, S3StateStore, StateConflict
+from rollover.state.s3 import S3Location, S3StateStore, StateConflict
 
 from lab.proc import lab_net, wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rollover.cli import main
+from rollover.cli.main import main
 from rollover.errors import ExitStatus
 
 from lab.configs import write_config

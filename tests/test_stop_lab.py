@@ -14,7 +14,7 @@ import pytest
 import yaml
 from test_rollover_lab import setup
 
-from rollover.cli import main
+from rollover.cli.main import main
 from rollover.errors import ExitStatus
 
 from lab.dns import DnsLab

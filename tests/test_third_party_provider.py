@@ -52,11 +52,11 @@ class TestJsonFileConformance(ProviderConformance):
 SCRIPT = """
 import json, sys
 from pathlib import Path
-from rollover import registry
-from rollover.config import load_config
+from rollover.config import registry
+from rollover.config.load import load_config
 from rollover.errors import ConfigError
 from rollover.providers.base import Change
-from rollover.wiring import build_provider
+from rollover.engine.wiring import build_provider
 
 config = load_config(sys.argv[1], resolv_conf=Path("/nonexistent"))
 provider = build_provider(config, "mine")

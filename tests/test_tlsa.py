@@ -1,4 +1,4 @@
-"""rollover.tlsa against the real openssl CLI (the seed how-to's recipes) as the reference."""
+"""rollover.dane.tlsa against the real openssl CLI (the seed how-to's recipes) as the reference."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from rollover import tlsa
+from rollover.dane import tlsa
 from rollover.errors import InputError, MissingInputError
 from rollover.model import Algorithm, TLSARecord
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rollover import tlsa
-from rollover.cli import main
+from rollover.cli.main import main
+from rollover.dane import tlsa
 from rollover.errors import ExitStatus
 
 import certgen

@@ -12,8 +12,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rollover import machine as m
-from rollover.machine import Move, Phase
+from rollover.core import machine as m
+from rollover.core.machine import Move, Phase
 from rollover.model import Algorithm, SlotId
 
 from machine_helpers import at, obs, spki

@@ -6,7 +6,7 @@ endpoint's provider), `files` (dropped by another tool, picked up when they chan
 `files` and `certbot` are *external* sources: the other tool decides the key. Such a plugin sets
 `EXTERNAL` (the name the operator reads in "waiting: certbot has not renewed HOST yet") and
 offers `latest(slot) -> ExternalCert`; the machine takes what it finds (take-cert) and guards its
-installation like any other (a new key's 3 1 1 goes out first, see rollover.machine)."""
+installation like any other (a new key's 3 1 1 goes out first, see rollover.core.machine)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from rollover.errors import RolloverError
+from rollover.model import own_rdata
 
 
 class CertSourceError(RolloverError):
@@ -37,4 +38,4 @@ class ExternalCert:
 
     @property
     def rdata(self) -> str:
-        return f"3 1 1 {self.spki_sha256}"
+        return own_rdata(self.spki_sha256)

@@ -12,15 +12,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from rollover.clock import Clock
-from rollover.confcheck import Section
-from rollover.dns01 import ProviderDns01
-from rollover.edges import IssuedCert
-from rollover.issue import AcmeIssuer, RenewalWindow
+from rollover.config.check import Section
+from rollover.config.registry import ParseContext, SourceEnv
+from rollover.edges.acme_client import AcmeIssuer, RenewalWindow
+from rollover.edges.dns01 import ProviderDns01
+from rollover.edges.observe import Observer
+from rollover.edges.protocols import IssuedCert
 from rollover.model import SlotId
-from rollover.observe import Observer
 from rollover.providers.base import Provider
-from rollover.registry import ParseContext, SourceEnv
-from rollover.state import StateStore
+from rollover.state.store import StateStore
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,10 @@ from typing import Any
 import yaml
 
 from rollover.clock import Clock, SystemClock
-from rollover.confcheck import Section
-from rollover.edges import IssuedCert
+from rollover.config.check import Section
+from rollover.config.registry import ParseContext, SourceEnv
+from rollover.edges.protocols import IssuedCert
 from rollover.model import Algorithm, SlotId
-from rollover.registry import ParseContext, SourceEnv
 from rollover.sources import CertSourceError, ExternalCert, NoCertYet
 from rollover.sources.files import CertFiles, FilesSource
 

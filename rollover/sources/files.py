@@ -39,13 +39,13 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from rollover import tlsa
 from rollover.clock import Clock, SystemClock
-from rollover.confcheck import Section
-from rollover.edges import IssuedCert
+from rollover.config.check import Section
+from rollover.config.registry import ParseContext, SourceEnv
+from rollover.dane import tlsa
+from rollover.edges.protocols import IssuedCert
 from rollover.errors import InputError
 from rollover.model import Algorithm, SlotId
-from rollover.registry import ParseContext, SourceEnv
 from rollover.sources import CertSourceError, ExternalCert, NoCertYet
 
 

@@ -38,8 +38,9 @@ import pytest
 import yaml
 from cryptography import x509
 
-from rollover import registry, tlsa
-from rollover.config import load_config
+from rollover.config import registry
+from rollover.config.load import load_config
+from rollover.dane import tlsa
 from rollover.errors import ConfigError, InstallError
 from rollover.hooks.files import previous_path
 from rollover.model import Algorithm, SlotId

@@ -48,6 +48,9 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
+from rollover.dns import rdata as rdata_form
+from rollover.dns.rdata import canonical
+
 from lab.dns_config import (
     PARENT_KEY,
     bind_primary_conf,
@@ -82,16 +85,8 @@ class Answer:
     aa: bool
 
 
-def canonical(rtype: str, rdata: dns.rdata.Rdata) -> str:
-    """Rdata as text, absolute names; TLSA-family as "U S M lowerhex" without spaces."""
-    if isinstance(rdata, dns.rdtypes.tlsabase.TLSABase):
-        return f"{rdata.usage} {rdata.selector} {rdata.mtype} {rdata.cert.hex()}"
-    return str(rdata.to_text())
-
-
 def canonical_text(rtype: str, text: str) -> str:
-    rd = dns.rdata.from_text(dns.rdataclass.IN, rtype, text, origin=dns.name.from_text(ZONE))
-    return canonical(rtype, rd)
+    return rdata_form.canonical_text(rtype, text, ZONE)
 
 
 class DnsLab:
@@ -284,7 +279,7 @@ class DnsLab:
         r = self.query_message(address, owner, rtype, dnssec=False, timeout=timeout)
         rrset = r.get_rrset(r.answer, self.name(owner), dns.rdataclass.IN,
                             dns.rdatatype.from_text(rtype))
-        records = frozenset(canonical(rtype, rd) for rd in rrset) if rrset else frozenset()
+        records = frozenset(canonical(rd) for rd in rrset) if rrset else frozenset()
         return Answer(rcode=dns.rcode.to_text(r.rcode()), records=records,
                       ttl=rrset.ttl if rrset else None, aa=bool(r.flags & dns.flags.AA))
 
@@ -293,7 +288,7 @@ class DnsLab:
         r = self.query_message(self.parent, ZONE, "NS", dnssec=False, timeout=timeout)
         rrset = r.get_rrset(r.authority, dns.name.from_text(ZONE), dns.rdataclass.IN,
                             dns.rdatatype.NS)
-        return frozenset(canonical("NS", rd) for rd in rrset) if rrset else frozenset()
+        return frozenset(canonical(rd) for rd in rrset) if rrset else frozenset()
 
     def serial(self, address: Server | str) -> int:
         answer = self.query(address, ZONE, "SOA")

@@ -279,7 +279,7 @@ zone "{MASTER_ZONE.rstrip('.')}" {{
         q.flags &= ~dns.flags.RD
         r, _ = dns.query.udp_with_fallback(q, server or self.address, timeout=timeout)
         rrset = r.get_rrset(r.answer, name, dns.rdataclass.IN, dns.rdatatype.from_text(rtype))
-        records = frozenset(canonical(rtype, rd) for rd in rrset) if rrset else frozenset()
+        records = frozenset(canonical(rd) for rd in rrset) if rrset else frozenset()
         return Answer(rcode=dns.rcode.to_text(r.rcode()), records=records,
                       ttl=rrset.ttl if rrset else None, aa=bool(r.flags & dns.flags.AA))
 

@@ -8,7 +8,7 @@ import subprocess
 
 from cryptography import x509
 
-from rollover import tlsa
+from rollover.dane import tlsa
 
 from lab.proc import LabError
 

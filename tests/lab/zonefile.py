@@ -179,7 +179,7 @@ zone:
         q.flags &= ~dns.flags.RD
         r, _ = dns.query.udp_with_fallback(q, server.address, timeout=1.0)
         rrset = r.get_rrset(r.answer, name, dns.rdataclass.IN, dns.rdatatype.from_text(rtype))
-        records = frozenset(canonical(rtype, rd) for rd in rrset) if rrset else frozenset()
+        records = frozenset(canonical(rd) for rd in rrset) if rrset else frozenset()
         return Answer(rcode=dns.rcode.to_text(r.rcode()), records=records,
                       ttl=rrset.ttl if rrset else None, aa=bool(r.flags & dns.flags.AA))
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from test_rollover_lab import Monitor, key_of, presented_spki, setup, slot
 
-from rollover.cli import main
+from rollover.cli.main import main
 from rollover.clock import SystemClock, parse_time
 
 from lab.acme_proxy import FINALIZE, NEW_ORDER, ORDER, AcmeProxy, Refuse, Rewrite, stuck

@@ -97,6 +97,8 @@ class AcmeConfig:
     profile: str | None = None  # ACME profile (draft-ietf-acme-profiles), e.g. "tlsserver"
     eab: EabConfig | None = None
     dns_timeout: int = 300  # how long DNS-01 TXT records may take to reach every nameserver
+    order_timeout: int = 300  # an order not valid by then is given up (a fresh one comes later)
+    network_timeout: int = 30  # seconds one HTTP request to the CA may take
     where: str = ""
 
 
@@ -159,6 +161,7 @@ class PolicyConfig:
     retire_grace: int = RETIRE_GRACE
     min_wait: int = MIN_WAIT
     archive_keys: bool = False  # keep retired private keys in keys/archive/ (0600), not delete
+    retry_backoff: int = 300  # first wait after a failed order/install; doubles, capped at 1 day
 
 
 @dataclass(frozen=True)
@@ -373,7 +376,9 @@ class _Builder:
         if not top.has("acme"):
             return None
         sec = top.section(
-            "acme", ("directory", "email", "ca_bundle", "profile", "eab", "dns_timeout")
+            "acme",
+            ("directory", "email", "ca_bundle", "profile", "eab", "dns_timeout",
+             "order_timeout", "network_timeout"),
         )
         if sec is None:
             return None
@@ -390,6 +395,12 @@ class _Builder:
         dns_timeout = sec.get_duration("dns_timeout", AcmeConfig.dns_timeout)
         if dns_timeout <= 0:
             sec.bad("dns_timeout", "must be longer than 0")
+        order_timeout = sec.get_duration("order_timeout", AcmeConfig.order_timeout)
+        network_timeout = sec.get_duration("network_timeout", AcmeConfig.network_timeout)
+        for key, value in (("order_timeout", order_timeout),
+                           ("network_timeout", network_timeout)):
+            if value <= 0:
+                sec.bad(key, "must be longer than 0")
         eab = None
         if sec.has("eab"):
             esec = sec.section("eab", ("kid", "hmac_key_file"))
@@ -405,6 +416,8 @@ class _Builder:
             profile=profile,
             eab=eab,
             dns_timeout=dns_timeout,
+            order_timeout=order_timeout,
+            network_timeout=network_timeout,
             where=f"{self.p.file}:{sec.line}",
         )
 
@@ -708,7 +721,9 @@ class _Builder:
 
     def _policy(self, sec: Section) -> PolicyConfig:
         psec = sec.section(
-            "policy", ("key_lifetime", "renew_before", "retire_grace", "min_wait", "archive_keys")
+            "policy",
+            ("key_lifetime", "renew_before", "retire_grace", "min_wait", "archive_keys",
+             "retry_backoff"),
         )
         if psec is None:
             return PolicyConfig()
@@ -719,7 +734,10 @@ class _Builder:
             retire_grace=psec.get_duration("retire_grace", d.retire_grace),
             min_wait=psec.get_duration("min_wait", d.min_wait),
             archive_keys=psec.get_bool("archive_keys", d.archive_keys),
+            retry_backoff=psec.get_duration("retry_backoff", d.retry_backoff),
         )
+        if policy.retry_backoff <= 0:
+            psec.bad("retry_backoff", "must be longer than 0")
         if policy.key_lifetime <= 0:
             psec.bad("key_lifetime", "must be longer than 0")
         elif policy.renew_before >= policy.key_lifetime:

@@ -534,6 +534,7 @@ class Failed(Event):
 
     error: str
     probes: tuple[ProbeResult, ...] = ()  # a failed post-flight probe: what each address did
+    not_before: datetime | None = None  # the other side said when to come back (Retry-After)
 
 
 @dataclass(frozen=True)
@@ -649,7 +650,7 @@ def apply_move(state: SlotState, event: Event, policy: Policy,
         if st.phase not in _FAILED_IN:  # pragma: no cover - a programming error
             raise TypeError(f"a failure in phase {st.phase} has no row in TRANSITIONS")
         move = _FAILED_IN[st.phase]
-        _fail(st, event.error, policy, at)
+        _fail(st, event.error, policy, at, event.not_before)
     elif isinstance(event, Installed):
         move = Move.INSTALLED
         _enter(st, Phase.VERIFYING, at)
@@ -735,10 +736,13 @@ def _take(st: SlotState, event: CertTaken, at: datetime) -> None:
     _enter(st, Phase.INSTALLING, at)
 
 
-def _fail(st: SlotState, error: str, policy: Policy, at: datetime) -> None:
+def _fail(st: SlotState, error: str, policy: Policy, at: datetime,
+          not_before: datetime | None = None) -> None:
     st.failures += 1
     delay = min(86400, policy.retry_base * 2 ** (st.failures - 1))
     st.retry_at = at + timedelta(seconds=delay)
+    if not_before is not None and not_before > st.retry_at:
+        st.retry_at = not_before  # a CA's Retry-After longer than our backoff wins
     st.last_error = error
     if st.phase == Phase.VERIFYING:
         _enter(st, Phase.ROLLING_BACK, at)  # rule 3: the previous certificate goes back

@@ -62,10 +62,12 @@ RETRYABLE_CODES = frozenset(
 class AcmeIssueError(AcmeError):
     """An ACME failure. str() is one line; `retryable` says whether to try again later."""
 
-    def __init__(self, message: str, *, retryable: bool = False, code: str | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, code: str | None = None,
+                 retry_after: datetime | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.code = code
+        self.retry_after = retry_after  # the CA said: not before this (HTTP Retry-After)
 
 
 class Dns01(Protocol):
@@ -171,6 +173,14 @@ class _Network(client.ClientNetwork):
     the fresh nonce the rejection carried), instead of the library's single retry."""
 
     bad_nonce_retries = 8
+    refused_retry_after: str | None = None  # Retry-After of the last refused (non-2xx) answer
+
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        response: requests.Response = super()._send_request(method, url, *args, **kwargs)
+        # the library turns a refusal into messages.Error and drops the headers: keep the one
+        # that says when to come back (RFC 8555 6.6: rateLimited, 503)
+        self.refused_retry_after = None if response.ok else response.headers.get("Retry-After")
+        return response
 
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
         for _ in range(self.bad_nonce_retries):
@@ -301,7 +311,26 @@ class AcmeIssuer:
         except AcmeIssueError:
             raise
         except Exception as exc:
-            raise translate(exc, doing, self._server) from exc
+            err = translate(exc, doing, self._server)
+            net = self._client.net if self._client is not None else None
+            header = getattr(net, "refused_retry_after", None)
+            if err.retryable and header:
+                err = self._with_retry_after(err, header)
+            raise err from exc
+
+    def _with_retry_after(self, err: AcmeIssueError, header: str) -> AcmeIssueError:
+        """`err` with the CA's Retry-After (seconds or an HTTP date) as an absolute time."""
+        now = self.clock.now()
+        try:
+            at = now + timedelta(seconds=max(0, int(header)))
+        except ValueError:
+            try:
+                at = utc(parsedate_to_datetime(header))
+            except (TypeError, ValueError):
+                return err
+        wait = max(0, int((at - now).total_seconds()))
+        return AcmeIssueError(f"{err} (the CA asks to wait {wait}s: Retry-After)",
+                              retryable=True, code=err.code, retry_after=at)
 
     def _account_key(self) -> jwk.JWK:
         if self._jwk is not None:
@@ -492,7 +521,8 @@ class AcmeIssuer:
         left = deadline - self.clock.monotonic()
         if left <= 0:
             raise AcmeIssueError(
-                f"ACME at {self._server}: gave up after {self.timeout:.0f}s waiting for {what}",
+                f"ACME at {self._server}: gave up after {self.timeout:.0f}s waiting for {what} "
+                "(acme.order_timeout); a fresh order follows after the backoff",
                 retryable=True,
             )
         self.clock.sleep(min(delay, left))
@@ -545,7 +575,8 @@ class AcmeIssuer:
             if body.status == messages.STATUS_READY:
                 with self._errors("finalize"):
                     acme.begin_finalization(orderr)
-            self._pause(deadline, _retry_seconds(response, delay), "the certificate")
+            self._pause(deadline, _retry_seconds(response, delay),
+                        f"the certificate (order {orderr.uri} still {body.status.name})")
             delay = min(delay * 1.5, 2.0)
 
     def _issued(

@@ -105,7 +105,7 @@ def order(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState, action: m.Order
         # EAB, an unknown profile, a refused key type): those stop the slot
         if getattr(exc, "retryable", True) is False or getattr(exc, "permanent", False):
             return m.Stopped(now(), why)
-        return m.Failed(now(), why)
+        return m.Failed(now(), why, not_before=getattr(exc, "retry_after", None))
     leaf = x509.load_pem_x509_certificate(issued.chain_pem)
     key = st.key_by_id(action.key_id)
     assert key is not None

@@ -104,6 +104,7 @@ def policy_for(endpoint: EndpointConfig, config_digest: str = "") -> m.Policy:
         renew_before=p.renew_before,
         retire_grace=p.retire_grace,
         min_wait=p.min_wait,
+        retry_base=p.retry_backoff,
         certificates=endpoint.certificate is not None,
         inspect_live=endpoint.bootstrap != "no-certificate",
         scheme=endpoint.scheme.value,

@@ -67,7 +67,8 @@ class AcmeSource:
         self.issuer = AcmeIssuer(acme.directory, store.blob_path("acme/account.key"),
                                  email=acme.email, ca_bundle=acme.ca_bundle,
                                  profile=profile or acme.profile, eab_kid=eab_kid,
-                                 eab_hmac_key=eab_key, clock=clock)
+                                 eab_hmac_key=eab_key, timeout=float(acme.order_timeout),
+                                 network_timeout=float(acme.network_timeout), clock=clock)
         self.provider = provider
         self.observer = observer
         self.zone = zone

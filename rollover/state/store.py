@@ -175,8 +175,9 @@ class StateStore:
                 ) from None
             raise StateError(f"cannot lock {path}: {exc.strerror}") from None
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            with contextlib.suppress(OSError):  # the pid only informs; a full disk says so later
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             self._lock_fd = fd
             self._repair()
             yield
@@ -218,7 +219,12 @@ class StateStore:
         """Replace the document atomically (temp + fsync + rename + fsync dir). Lock required."""
         self._require_lock("save")
         data = dump_document(doc)
-        fileio.atomic_write(self.state_file, data, 0o600)
+        try:
+            fileio.atomic_write(self.state_file, data, 0o600)
+        except OSError as exc:
+            # disk full, read-only: the old document stays as it was (the temp file is gone)
+            raise StateError(f"cannot write {shown_path(self.state_file)}: {exc.strerror}; "
+                             "the previous state is kept") from None
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -231,7 +237,12 @@ class StateStore:
         """Store a new private key (0600). An existing key is never overwritten."""
         self._require_lock("write_key")
         path = self.key_path(key_id)
-        if not fileio.create_exclusive(path, pem, 0o600):
+        try:
+            created = fileio.create_exclusive(path, pem, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot write key {key_id} ({shown_path(path)}): "
+                             f"{exc.strerror}") from None
+        if not created:
             raise StateError(f"key {key_id} already exists ({path}); refusing to overwrite it")
 
     def read_key(self, key_id: str) -> bytes:

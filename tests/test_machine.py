@@ -194,6 +194,19 @@ def test_disagreement_restarts_the_clock() -> None:
     assert r.state.phase == Phase.PROPAGATING  # 2 x TTL counted from 130, not from 10
 
 
+def test_a_nameserver_added_mid_wait_restarts_the_clock() -> None:
+    st = drive_to_propagating()
+    new = rdatas(st)
+    st = m.step(st, obs(10, new, new), POLICY, at(10)).state  # ns1, ns2: the zone's NS set
+    assert st.agree_since == at(10)
+    r = m.step(st, everywhere(100, new), POLICY, at(100))  # ns3 appears, already agreeing
+    assert r.state.agree_since == at(100)  # what ns3 served before 100 nobody saw
+    r = m.step(r.state, everywhere(10 + 2 * TTL, new), POLICY, at(10 + 2 * TTL))
+    assert r.state.phase == Phase.PROPAGATING
+    r = m.step(r.state, everywhere(100 + 2 * TTL, new), POLICY, at(100 + 2 * TTL))
+    assert r.state.phase == Phase.READY
+
+
 def test_served_ttl_larger_than_configured_is_what_counts() -> None:
     st = drive_to_propagating()
     new = rdatas(st)

@@ -531,3 +531,17 @@ def test_signatures_judged_at_the_clocks_time(dns_lab) -> None:  # type: ignore[
     obs = Observer([dns_lab.primary.address], timeout=1.0, clock=past).observe(
         "mail.example.test.", "A")
     assert all(not a.ok and "not valid before" in (a.dnssec or "") for a in obs.answers)
+
+
+def test_a_long_run_finds_an_ns_added_to_the_zone() -> None:
+    clock = FakeClock()
+    o = OfflineObserver({"ns1.example.test."}, None,
+                        {"ns1.example.test.": ["192.0.2.1"], "ns2.example.test.": ["192.0.2.2"]})
+    o.clock = clock
+    assert o.nameservers(ZONE) == [("ns1.example.test.", "192.0.2.1")]
+    o.apex = {"ns1.example.test.", "ns2.example.test."}  # an NS added mid-wait
+    clock.advance(30)
+    assert len(o.nameservers(ZONE)) == 1  # within one round's reach: discovery is not repeated
+    clock.advance(31)
+    assert o.nameservers(ZONE) == [("ns1.example.test.", "192.0.2.1"),
+                                   ("ns2.example.test.", "192.0.2.2")]

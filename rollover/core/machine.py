@@ -777,6 +777,11 @@ def _absorb(st: SlotState, obs: Observation) -> None:
         jump = (obs.at - prev.at).total_seconds() - (obs.mono - prev.mono)
         if jump > 1.0:
             st.agree_since += timedelta(seconds=jump)
+    if prev is not None and st.agree_since is not None and (
+            {a.address for a in obs.answers} - {a.address for a in prev.answers}):
+        # A nameserver address we did not watch before (an NS added to the zone mid-wait):
+        # nobody saw what it served during the interval, so the 2 x TTL clock starts again.
+        st.agree_since = None
     st.observation = obs
     if obs.max_ttl() is not None:
         st.ttl_seen = max(st.ttl_seen, obs.max_ttl() or 0)

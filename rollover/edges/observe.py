@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import dns.exception
@@ -40,6 +40,10 @@ from rollover.dns.rdata import canonical
 from rollover.errors import ObserveError
 from rollover.fanout import parallel
 from rollover.model import Observation, ServerAnswer
+
+# How long one run trusts a zone's NS discovery before asking again (a `run --wait` watches
+# for 2 x TTL, up to hours: an NS added meanwhile must be found and watched too)
+NS_REFRESH = timedelta(minutes=1)
 
 EXTRA = "extra"  # server name given to configured extra addresses (hidden primary etc.)
 USABLE = ("NOERROR", "NXDOMAIN")
@@ -106,7 +110,8 @@ class Observer:
         # the `_tcp.<host>` pitfall verdict by (address, owner) once it could be judged
         self._zone_cache: dict[dns.name.Name, dns.name.Name] = {}
         self._pitfalls: dict[tuple[str, dns.name.Name], bool] = {}
-        self._ns_cache: dict[dns.name.Name, tuple[list[tuple[str, str]], tuple[str, ...]]] = {}
+        self._ns_cache: dict[dns.name.Name,
+                             tuple[datetime, list[tuple[str, str]], tuple[str, ...]]] = {}
 
     # -- discovery through the resolvers ------------------------------------------------------
 
@@ -271,9 +276,13 @@ class Observer:
         self, zone: dns.name.Name, extra: Sequence[str]
     ) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
         extras = [_address(a, "extra nameserver") for a in extra]
-        if zone not in self._ns_cache:
-            self._ns_cache[zone] = self._discover(zone, allow_empty=bool(extras))
-        servers, problems = self._ns_cache[zone]
+        now = self.clock.now()
+        cached = self._ns_cache.get(zone)
+        if cached is None or not timedelta(0) <= now - cached[0] < NS_REFRESH:
+            # once per zone per run, again when a long `run --wait` has watched for a while:
+            # an NS added to the zone mid-wait must be verified too
+            cached = self._ns_cache[zone] = (now, *self._discover(zone, allow_empty=bool(extras)))
+        _at, servers, problems = cached
         known = {a for _n, a in servers}
         servers = servers + [(EXTRA, a) for a in dict.fromkeys(extras) if a not in known]
         if not servers:

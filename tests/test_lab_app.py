@@ -204,10 +204,12 @@ def test_postfix_stops_and_starts_cleanly_twice(postfix_lab: PostfixLab) -> None
         pid = postfix_lab.master_pid
         assert pid is not None and _master_alive(pid)
         postfix_lab.stop()
-        assert not _master_alive(pid)
-        assert not tcp_open(postfix_lab.address, postfix_lab.port)
-        assert not _on_lo(postfix_lab.address)  # the address the lab added is gone again
-        postfix_lab.start()
+        try:
+            assert not _master_alive(pid)
+            assert not tcp_open(postfix_lab.address, postfix_lab.port)
+            assert not _on_lo(postfix_lab.address)  # the address the lab added is gone again
+        finally:
+            postfix_lab.start()  # a failure here must not take the session's Postfix down
         assert _on_lo(postfix_lab.address)
         assert postfix_lab.served_chain("ecdsa-p256") == served  # same chain files
 

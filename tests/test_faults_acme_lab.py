@@ -13,7 +13,17 @@ from test_rollover_lab import Monitor, key_of, presented_spki, setup, slot
 from rollover.cli.main import main
 from rollover.clock import SystemClock, parse_time
 
-from lab.acme_proxy import FINALIZE, NEW_ORDER, ORDER, AcmeProxy, Refuse, Rewrite, stuck
+from lab.acme_proxy import (
+    AUTHZ,
+    FINALIZE,
+    NEW_ORDER,
+    ORDER,
+    AcmeProxy,
+    Refuse,
+    Rewrite,
+    stuck,
+    wrong_token,
+)
 from lab.dns import DnsLab
 from lab.pebble import PebbleLab
 from lab.postfix import PostfixLab
@@ -145,3 +155,47 @@ def test_order_stuck_processing_is_given_up_and_a_fresh_one_completes(
     assert main(["run", "--wait", "--config", str(cfg)]) == 0
     assert len(proxy.calls(NEW_ORDER)) == 3  # first issue, the stuck order, a fresh one
     assert slot(cfg, host)["phase"] == "active"
+
+
+def test_invalid_challenge_is_retried_then_stops_the_slot_until_resumed(
+        dns_lab: DnsLab, proxy: AcmeProxy, postfix_lab: PostfixLab, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    host, cfg = setup(tmp_path, dns_lab, proxy, postfix_lab)  # type: ignore[arg-type]
+    configure(cfg)
+    assert main(["run", "--wait", "--config", str(cfg)]) == 0
+    before = presented_spki(postfix_lab)
+    # the client is told another token than Pebble checks: Pebble's real DNS-01 validation
+    # against the lab's primary finds the wrong TXT value and the authorization goes invalid
+    proxy.rules.rewrite.append(Rewrite(AUTHZ, wrong_token))
+    mon = Monitor(dns_lab, postfix_lab, host)
+    mon.start()
+    try:
+        codes = []
+        for _ in range(3):
+            codes.append(main(["run", "--roll", "--config", str(cfg)]))
+            s = slot(cfg, host)
+            if s["stopped"]:
+                break
+            assert "dns-01 challenge" in s["last_error"] and "attempt" in s["last_error"]
+            wait_until_due(cfg, host)
+        s = slot(cfg, host)
+        # a CA counts failed validations (Let's Encrypt: 5 per hour per name): the slot
+        # stops after acme.challenge_attempts (3) in a row instead of backing off forever
+        assert s["stopped"] and "dns-01 challenge" in s["stopped"]
+        assert "3 attempts in a row" in s["stopped"]
+        assert codes[:2] == [0, 0] and codes[-1] == 2 and s["failures"] == 2
+        n = len(proxy.calls(NEW_ORDER))
+        assert main(["run", "--config", str(cfg)]) == 2  # stays stopped: no new order
+        assert len(proxy.calls(NEW_ORDER)) == n
+        capsys.readouterr()
+        main(["status", "--no-observe", "--config", str(cfg)])
+        assert "stopped" in capsys.readouterr().out
+        assert presented_spki(postfix_lab) == before  # nothing installed
+        proxy.rules.rewrite.clear()
+        assert main(["run", "--resume", "--wait", "--config", str(cfg)]) == 0
+    finally:
+        mon.stop()
+    s = slot(cfg, host)
+    assert s["stopped"] is None and s["phase"] in ("active", "retiring")
+    assert presented_spki(postfix_lab) != before
+    assert mon.violations == []

@@ -99,6 +99,7 @@ class AcmeConfig:
     dns_timeout: int = 300  # how long DNS-01 TXT records may take to reach every nameserver
     order_timeout: int = 300  # an order not valid by then is given up (a fresh one comes later)
     network_timeout: int = 30  # seconds one HTTP request to the CA may take
+    challenge_attempts: int = 3  # orders in a row whose DNS-01 challenge the CA rejected: stop
     where: str = ""
 
 
@@ -378,7 +379,7 @@ class _Builder:
         sec = top.section(
             "acme",
             ("directory", "email", "ca_bundle", "profile", "eab", "dns_timeout",
-             "order_timeout", "network_timeout"),
+             "order_timeout", "network_timeout", "challenge_attempts"),
         )
         if sec is None:
             return None
@@ -401,6 +402,8 @@ class _Builder:
                            ("network_timeout", network_timeout)):
             if value <= 0:
                 sec.bad(key, "must be longer than 0")
+        challenge_attempts = sec.get_int("challenge_attempts", AcmeConfig.challenge_attempts,
+                                         lo=1, hi=100)
         eab = None
         if sec.has("eab"):
             esec = sec.section("eab", ("kid", "hmac_key_file"))
@@ -418,6 +421,7 @@ class _Builder:
             dns_timeout=dns_timeout,
             order_timeout=order_timeout,
             network_timeout=network_timeout,
+            challenge_attempts=challenge_attempts or AcmeConfig.challenge_attempts,
             where=f"{self.p.file}:{sec.line}",
         )
 

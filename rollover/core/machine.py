@@ -587,7 +587,7 @@ def step(
     if st.stopped is not None:
         if policy.config_id and policy.config_id != st.stopped_config:
             st.stopped = st.stopped_config = None  # the configuration changed: try again
-            st.retry_at = None
+            st.retry_at, st.failures = None, 0  # with a fresh count of attempts
         else:
             return _wait(st, f"stopped: {st.stopped}; fix it, then change the configuration or "
                              "run `rollover run --resume`", None)
@@ -1339,7 +1339,7 @@ def request_roll(state: SlotState) -> SlotState:
 
 def resume(state: SlotState) -> SlotState:
     """The operator says the cause of a stop is fixed: try again now."""
-    return replace(_copy(state), stopped=None, stopped_config=None, retry_at=None)
+    return replace(_copy(state), stopped=None, stopped_config=None, retry_at=None, failures=0)
 def source_changed(state: SlotState) -> SlotState:
     """The external source's hook said a new version waits: look at it on the next step."""
     return replace(_copy(state), source_checked=None)

@@ -63,11 +63,14 @@ class AcmeIssueError(AcmeError):
     """An ACME failure. str() is one line; `retryable` says whether to try again later."""
 
     def __init__(self, message: str, *, retryable: bool = False, code: str | None = None,
-                 retry_after: datetime | None = None) -> None:
+                 retry_after: datetime | None = None, challenge: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.code = code
         self.retry_after = retry_after  # the CA said: not before this (HTTP Retry-After)
+        # the CA validated a challenge and found it wrong: CAs count these (Let's Encrypt:
+        # 5 failed validations per name per hour), so the engine stops after a few in a row
+        self.challenge = challenge
 
 
 class Dns01(Protocol):
@@ -688,6 +691,7 @@ def _challenge_failure(
                 f"{_problem_text(challb.error)}",
                 retryable=code in RETRYABLE_CODES or code is None,
                 code=code,
+                challenge=True,
             )
     return AcmeIssueError(
         f"ACME authorization for {ident} at {server} is "

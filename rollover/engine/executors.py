@@ -105,6 +105,15 @@ def order(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState, action: m.Order
         # EAB, an unknown profile, a refused key type): those stop the slot
         if getattr(exc, "retryable", True) is False or getattr(exc, "permanent", False):
             return m.Stopped(now(), why)
+        if getattr(exc, "challenge", False) and ctx.config.acme is not None:
+            # a rejected challenge may be propagation (retry), but a CA limits failed
+            # validations: after `challenge_attempts` failed orders in a row, stop
+            limit = ctx.config.acme.challenge_attempts
+            attempt = st.failures + 1
+            if attempt >= limit:
+                return m.Stopped(now(), f"{why}; {attempt} attempts in a row failed "
+                                        f"(acme.challenge_attempts: {limit})")
+            why = f"{why} (attempt {attempt} of {limit}, acme.challenge_attempts)"
         return m.Failed(now(), why, not_before=getattr(exc, "retry_after", None))
     leaf = x509.load_pem_x509_certificate(issued.chain_pem)
     key = st.key_by_id(action.key_id)

@@ -3,6 +3,7 @@ proxy (tests/lab/acme_proxy.py), real BIND/Knot, real Postfix, under the invaria
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,42 @@ def test_invalid_challenge_is_retried_then_stops_the_slot_until_resumed(
     assert s["stopped"] is None and s["phase"] in ("active", "retiring")
     assert presented_spki(postfix_lab) != before
     assert mon.violations == []
+
+
+def test_bad_nonces_during_a_rollover_are_retried_and_it_completes(
+        dns_lab: DnsLab, postfix_lab: PostfixLab, tmp_path: Path) -> None:
+    # the ACME library logs each badNonce it retries (on its own logger: main() resets root)
+    retried: list[str] = []
+    acme_log = logging.getLogger("acme.client")
+    catch = logging.Handler(logging.DEBUG)
+    catch.emit = lambda r: retried.append(r.getMessage()) if "badNonce" in r.getMessage() \
+        else None  # type: ignore[method-assign]
+    acme_log.addHandler(catch)
+    acme_log.setLevel(logging.DEBUG)
+    # Pebble itself rejects 50 % of good nonces (PEBBLE_WFE_NONCEREJECT): the ACME library
+    # retries a badNonce once, two in a row fail the attempt, the engine backs off and orders again
+    flaky = PebbleLab(f"{dns_lab.primary.address}:53", dns_lab.net, port=14007,
+                      management_port=15007, nonce_reject=50)
+    flaky.start()
+    try:
+        host, cfg = setup(tmp_path, dns_lab, flaky, postfix_lab)
+        configure(cfg)
+        mon = Monitor(dns_lab, postfix_lab, host, before_dane=True)
+        mon.start()
+        try:
+            assert main(["run", "--wait", "--config", str(cfg)]) == 0
+            first = presented_spki(postfix_lab)
+            assert main(["run", "--roll", "--wait", "--config", str(cfg)]) == 0
+        finally:
+            mon.stop()
+    finally:
+        flaky.close()
+        acme_log.removeHandler(catch)
+        acme_log.setLevel(logging.NOTSET)
+    s = slot(cfg, host)
+    assert s["phase"] in ("active", "retiring") and s["stopped"] is None
+    current = key_of(s, "current")
+    assert current and presented_spki(postfix_lab) == current["spki_sha256"] != first
+    assert mon.violations == []
+    assert mon.samples > 10
+    assert len(retried) >= 3  # Pebble did reject nonces (about half of ~40 requests)

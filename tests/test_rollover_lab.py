@@ -101,6 +101,7 @@ class Monitor(threading.Thread):
         self.samples = 0
         self.keys_seen: list[str] = []
         self.violations: list[str] = []
+        self.down: set[str] = set()  # addresses of servers a test stopped: they answer nobody
         self.halt = threading.Event()
 
     def run(self) -> None:
@@ -114,6 +115,8 @@ class Monitor(threading.Thread):
                 if not self.keys_seen or self.keys_seen[-1] != spki:
                     self.keys_seen.append(spki)
                 for srv in self.dns_lab.servers:
+                    if srv.address in self.down:
+                        continue
                     try:
                         records = self.dns_lab.query(srv, owner(self.host), "TLSA").records
                     except Exception as exc:

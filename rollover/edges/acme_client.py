@@ -511,8 +511,11 @@ class AcmeIssuer:
         except RolloverError as exc:
             if isinstance(exc, AcmeIssueError):
                 raise
+            # a provider error that cannot heal (REFUSED, NOTAUTH, bad TSIG) stops the slot
+            # here too, not only when it refuses a TLSA update
             raise AcmeIssueError(
-                f"DNS-01: {doing} TXT {name} failed: {exc}", retryable=True
+                f"DNS-01: {doing} TXT {name} failed: {exc}",
+                retryable=not getattr(exc, "permanent", False),
             ) from exc
         except Exception as exc:
             raise AcmeIssueError(

@@ -430,6 +430,35 @@ class DnsLab:
     def resume(self, server: Server | str) -> None:
         self._server_daemon(server).signal(signal.SIGCONT)
 
+    def stop_server(self, server: Server) -> None:
+        """Stop one secondary (queries to it are refused) until start_server()."""
+        if server is self.primary:
+            raise LabError("stop_server is for secondaries")
+        self._server_daemon(server).stop()
+
+    def start_server(self, server: Server) -> None:
+        """Start a stopped secondary again with the zone copy it had; it catches up by refresh."""
+        self._server_daemon(server)  # it was one of ours
+        if server is self.bind_secondary:
+            daemon = self._named(server, "ns2")
+        else:
+            daemon = self._daemon(server, [
+                self._bin["knotd"], "-c", str(self.workdir / "ns3" / "knot.conf")], "ns3")
+        self._wait_ready([daemon], lambda: self._signed(server.address),
+                         f"{server.name} to answer again")
+
+    def refuse_updates(self, refuse: bool) -> None:
+        """The primary's policy changes under us: with refuse=True it answers REFUSED to every
+        update of the child zone signed with our key (only another key may update it; BIND
+        wants some allow-update on a dnssec-policy zone), until refuse_updates(False)."""
+        conf = self.workdir / "ns1" / "named.conf"
+        ours = f'allow-update {{ key "{TSIG_NAME}"; }};'
+        other = f'allow-update {{ key "{PARENT_KEY}"; }};  // refused'
+        text = conf.read_text()
+        text = text.replace(ours, other) if refuse else text.replace(other, ours)
+        _write_private(conf, text)
+        self._server_daemon(self.primary).signal(signal.SIGHUP)  # named: reload the config
+
 
 def _which(binary: str) -> str | None:
     return shutil.which(binary, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")

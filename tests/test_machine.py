@@ -365,6 +365,27 @@ def test_probe_failure_rolls_back_and_keeps_records() -> None:
     assert st.key(KeyRole.NEXT) is not None and st.retry_at is not None
 
 
+def test_a_probe_failure_that_cannot_heal_rolls_back_first_then_stops() -> None:
+    st, t = active()
+    st = m.request_roll(st)
+    before = st.wanted()
+    r = m.step(st, everywhere(t, before), POLICY, at(t))
+    st = m.apply(r.state, m.CertIssued(at(t), cert(r.action.key_id, t)), POLICY, at(t))  # type: ignore[union-attr]
+    r = m.step(st, everywhere(t, before), POLICY, at(t))
+    st = m.apply(r.state, m.Installed(at(t)), POLICY, at(t))
+    st = m.apply(st, m.Failed(at(t), "192.0.2.26 kept a key never installed", stop=True),
+                 POLICY, at(t))
+    assert st.phase == Phase.ROLLING_BACK and st.stopped is not None
+    r = m.step(st, None, POLICY, at(t))
+    assert isinstance(r.action, m.Rollback)  # stopped, yet the previous certificate goes back
+    st = m.apply(r.state, m.RolledBack(at(t)), POLICY, at(t))
+    assert st.phase == Phase.ACTIVE and st.wanted() == before
+    r = m.step(st, everywhere(t + 86400, before), POLICY, at(t + 86400))
+    assert r.action is None and r.reason.startswith("stopped: 192.0.2.26")
+    r = m.step(m.resume(st), everywhere(t + 86400, before), POLICY, at(t + 86400))
+    assert r.action is not None and m.resume(st).failures == 0
+
+
 # --- renewal, rollover, retirement -------------------------------------------------------------
 
 

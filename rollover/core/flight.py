@@ -53,6 +53,23 @@ def postflight(seen: Sequence[PresentedChain], key_id: str, spki_sha256: str, ob
     return None
 
 
+def split_host(seen: Sequence[PresentedChain], spki_sha256: str,
+               own: frozenset[str]) -> str | None:
+    """After an install: some address presents the new key while another presents a key this
+    slot never had. Those addresses are served by a server this installer does not reach, and
+    installing again cannot change that (a server that merely reloads late shows our previous
+    key). None when that is not the case."""
+    keys = {p.address: tlsa.spki_sha256_hex(p.chain[0]) for p in seen if p.chain}
+    ours = sorted(a for a, k in keys.items() if k == spki_sha256)
+    foreign = sorted(a for a, k in keys.items() if k not in own)
+    if not ours or not foreign:
+        return None
+    return (f"{', '.join(foreign)} kept a key rollover never installed while "
+            f"{', '.join(ours)} took the new one: every address of the host must be served "
+            "by a server this endpoint's installer updates (add an endpoint and installer for "
+            "it, or drop the address from the host's A/AAAA records)")
+
+
 def per_address(seen: Sequence[PresentedChain], obs: Observation, verify: Verifier, host: str,
                 now: datetime) -> list[tuple[str, bool, str | None]]:
     """(address, matched, why not) for each address probed: its chain against the RRset of

@@ -535,6 +535,7 @@ class Failed(Event):
     error: str
     probes: tuple[ProbeResult, ...] = ()  # a failed post-flight probe: what each address did
     not_before: datetime | None = None  # the other side said when to come back (Retry-After)
+    stop: bool = False  # retrying cannot help: the slot stops (after its rollback, if any)
 
 
 @dataclass(frozen=True)
@@ -584,7 +585,8 @@ def step(
     st = _copy(state)
     if observation is not None:
         _absorb(st, observation)
-    if st.stopped is not None:
+    # a stopped slot still finishes a rollback: that only restores what was safe before
+    if st.stopped is not None and st.phase != Phase.ROLLING_BACK:
         if policy.config_id and policy.config_id != st.stopped_config:
             st.stopped = st.stopped_config = None  # the configuration changed: try again
             st.retry_at, st.failures = None, 0  # with a fresh count of attempts
@@ -651,6 +653,8 @@ def apply_move(state: SlotState, event: Event, policy: Policy,
             raise TypeError(f"a failure in phase {st.phase} has no row in TRANSITIONS")
         move = _FAILED_IN[st.phase]
         _fail(st, event.error, policy, at, event.not_before)
+        if event.stop:
+            st.stopped, st.stopped_config = event.error, policy.config_id
     elif isinstance(event, Installed):
         move = Move.INSTALLED
         _enter(st, Phase.VERIFYING, at)

@@ -165,7 +165,12 @@ def probe(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState, action: m.Probe
                             ep.host, now)
     probes = tuple(m.ProbeResult(a, ok, now, err) for a, ok, err in
                    flight.per_address(seen, obs, ctx.edges.verify, ep.host, now))
-    return m.ProbeOk(now, probes) if why is None else m.Failed(now, why, probes)
+    if why is None:
+        return m.ProbeOk(now, probes)
+    split = flight.split_host(seen, key.spki_sha256, frozenset(k.spki_sha256 for k in st.keys))
+    if split is not None:
+        return m.Failed(now, f"{why}; {split}", probes, stop=True)
+    return m.Failed(now, why, probes)
 
 
 def refresh_ari(ctx: ExecContext, ep: EndpointConfig, st: m.SlotState,

@@ -38,36 +38,46 @@ def serves(dns_lab: DnsLab, host: str, spki: str) -> list[str]:
             if f"3 1 1 {spki}" in dns_lab.query(s, owner(host), "TLSA").records]
 
 
-def test_a_stopped_secondary_holds_the_rollover_until_it_is_back(
+@pytest.mark.parametrize("fault", ["stopped", "servfail"])
+def test_a_secondary_stopped_or_answering_servfail_holds_the_rollover_until_it_is_back(
         dns_lab: DnsLab, pebble_lab: PebbleLab, postfix_lab: PostfixLab, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], fault: str) -> None:
     host, cfg = setup(tmp_path, dns_lab, pebble_lab, postfix_lab)
     assert main(["run", "--wait", "--config", str(cfg)]) == 0
     s = slot(cfg, host)
     a, b = key_of(s, "current"), key_of(s, "next")
     assert a and b
-    ns2 = dns_lab.bind_secondary
+    bad = dns_lab.bind_secondary if fault == "stopped" else dns_lab.knot_secondary
     mon = Monitor(dns_lab, postfix_lab, host)
     mon.start()
+    broken = True
     try:
-        mon.down.add(ns2.address)  # a stopped server answers nobody: not a violation by itself
-        dns_lab.stop_server(ns2)
+        # a server that answers nobody, or SERVFAIL, sends resolvers to the others: not a
+        # violation by itself; what it serves once it is back is watched again
+        mon.down.add(bad.address)
+        if fault == "stopped":
+            dns_lab.stop_server(bad)
+        else:
+            dns_lab.servfail_knot(True)
         main(["run", "--roll", "--wait", "--max-wait", "8", "--config", str(cfg)])
-        s = slot(cfg, host)
-        # B is published everywhere, but ns2 cannot be seen serving it now: B stays out of
-        # service (a restarted ns2 serves its copy until it refreshes)
+        # B is published, but the broken server cannot be seen serving it now: B stays out
+        # of service (a stopped server serves its old copy when it starts again)
         assert presented_spki(postfix_lab) == a["spki_sha256"]
         capsys.readouterr()
         main(["status", "--config", str(cfg)])
         out = capsys.readouterr().out
-        assert ns2.address in out
-        dns_lab.start_server(ns2)
-        mon.down.discard(ns2.address)
+        assert bad.address in out
+        if fault == "stopped":
+            dns_lab.start_server(bad)
+        else:
+            dns_lab.servfail_knot(False)
+        broken = False
+        mon.down.discard(bad.address)
         assert main(["run", "--roll", "--wait", "--config", str(cfg)]) == 0
     finally:
         mon.stop()
-        if ns2.address in mon.down:
-            dns_lab.start_server(ns2)
+        if broken:
+            dns_lab.start_server(bad) if fault == "stopped" else dns_lab.servfail_knot(False)
     s = slot(cfg, host)
     current = key_of(s, "current")
     assert current and current["key_id"] == b["key_id"]

@@ -365,6 +365,17 @@ def test_probe_failure_rolls_back_and_keeps_records() -> None:
     assert st.key(KeyRole.NEXT) is not None and st.retry_at is not None
 
 
+def test_no_order_while_a_nameserver_does_not_answer() -> None:
+    st, t = active()
+    st = m.request_roll(st)
+    recs = list(st.wanted())
+    r = m.step(st, obs(t, recs, None, recs), POLICY, at(t))  # ns2 times out
+    assert r.action is None and r.reason.startswith("dns says no: ns2.example.test.")
+    assert r.wake_at is not None
+    r = m.step(r.state, everywhere(t + 60, recs), POLICY, at(t + 60))
+    assert isinstance(r.action, m.OrderCert)  # back: the order goes out
+
+
 def test_a_probe_failure_that_cannot_heal_rolls_back_first_then_stops() -> None:
     st, t = active()
     st = m.request_roll(st)

@@ -1035,6 +1035,15 @@ def _on_issuing(st: SlotState, policy: Policy, now: datetime,
         return StepResult(st, None, st.retry_at, f"backoff: last attempt failed "
                           f"({st.last_error}); retry in {human_duration(left)}",
                           why if entering else None)
+    down = [a for a in st.observation.answers if not a.ok] if st.observation else []
+    if down:
+        # the order's DNS-01 record could not be seen there, and the certificate could not go
+        # into service anyway (rule 2 asks every server): spend no CA validation on it now
+        a = down[0]
+        return StepResult(st, None, now + policy.poll,
+                          f"dns says no: {a.label} does not answer ({a.error or a.rcode}); "
+                          "the order waits until every nameserver answers",
+                          why if entering else None)
     return _do(st, OrderCert(st.slot, st.target_key), f"need a certificate for key "
                f"{st.target_key}", why)
 

@@ -447,6 +447,29 @@ class DnsLab:
         self._wait_ready([daemon], lambda: self._signed(server.address),
                          f"{server.name} to answer again")
 
+    def servfail_knot(self, fail: bool) -> None:
+        """fail=True: Knot loses its copy of the zone (zone-purge) and the primary refuses it a
+        new transfer, so Knot answers SERVFAIL for the zone; fail=False lets the transfer
+        through again (Knot retries every 2 s) and waits until Knot answers."""
+        conf = self.workdir / "ns1" / "named.conf"
+        anyone = "allow-transfer { 127.0.0.0/8; };"
+        not_knot = f"allow-transfer {{ !{self.knot_secondary.address}; 127.0.0.0/8; }};"
+        text = conf.read_text()
+        _write_private(conf, text.replace(anyone, not_knot) if fail else
+                       text.replace(not_knot, anyone))
+        self._server_daemon(self.primary).signal(signal.SIGHUP)
+        if fail:
+            wait_for(lambda: _refused_axfr(self.primary.address, self.knot_secondary.address),
+                     10, "the primary to refuse Knot's transfer")
+            _check([self._bin["knotc"], "-s", str(self.knot_socket), "-b", "-t", "5", "-f",
+                    "zone-purge", ZONE], "knotc zone-purge")
+            wait_for(lambda: self.query(self.knot_secondary, ZONE, "SOA").rcode == "SERVFAIL",
+                     10, "Knot to answer SERVFAIL")
+        else:
+            self._wait_ready([self._server_daemon(self.knot_secondary)],
+                             lambda: self._signed(self.knot_secondary.address),
+                             "Knot to serve the zone again")
+
     def refuse_updates(self, refuse: bool) -> None:
         """The primary's policy changes under us: with refuse=True it answers REFUSED to every
         update of the child zone signed with our key (only another key may update it; BIND
@@ -458,6 +481,16 @@ class DnsLab:
         text = text.replace(ours, other) if refuse else text.replace(other, ours)
         _write_private(conf, text)
         self._server_daemon(self.primary).signal(signal.SIGHUP)  # named: reload the config
+
+
+def _refused_axfr(primary: str, source: str) -> bool:
+    """Does the primary refuse a zone transfer asked from `source`?"""
+    try:
+        msg = dns.message.make_query(ZONE, "AXFR")
+        reply = dns.query.tcp(msg, primary, timeout=2.0, source=source)
+    except (dns.exception.DNSException, OSError):
+        return False
+    return reply.rcode() == dns.rcode.REFUSED
 
 
 def _which(binary: str) -> str | None:

@@ -38,8 +38,17 @@ def serves(dns_lab: DnsLab, host: str, spki: str) -> list[str]:
             if f"3 1 1 {spki}" in dns_lab.query(s, owner(host), "TLSA").records]
 
 
-@pytest.mark.parametrize("fault", ["stopped", "servfail"])
-def test_a_secondary_stopped_or_answering_servfail_holds_the_rollover_until_it_is_back(
+def _break(dns_lab: DnsLab, fault: str, broken: bool) -> None:
+    if fault == "stopped":
+        (dns_lab.stop_server if broken else dns_lab.start_server)(dns_lab.bind_secondary)
+    elif fault == "servfail":
+        dns_lab.servfail_knot(broken)
+    else:
+        dns_lab.lame_knot(broken)
+
+
+@pytest.mark.parametrize("fault", ["stopped", "servfail", "lame"])
+def test_a_secondary_stopped_servfail_or_lame_holds_the_rollover_until_it_is_back(
         dns_lab: DnsLab, pebble_lab: PebbleLab, postfix_lab: PostfixLab, tmp_path: Path,
         capsys: pytest.CaptureFixture[str], fault: str) -> None:
     host, cfg = setup(tmp_path, dns_lab, pebble_lab, postfix_lab)
@@ -52,13 +61,10 @@ def test_a_secondary_stopped_or_answering_servfail_holds_the_rollover_until_it_i
     mon.start()
     broken = True
     try:
-        # a server that answers nobody, or SERVFAIL, sends resolvers to the others: not a
-        # violation by itself; what it serves once it is back is watched again
+        # a server that answers nobody, SERVFAIL or REFUSED (lame) sends resolvers to the
+        # others: not a violation by itself; what it serves once it is back is watched again
         mon.down.add(bad.address)
-        if fault == "stopped":
-            dns_lab.stop_server(bad)
-        else:
-            dns_lab.servfail_knot(True)
+        _break(dns_lab, fault, True)
         main(["run", "--roll", "--wait", "--max-wait", "8", "--config", str(cfg)])
         # B is published, but the broken server cannot be seen serving it now: B stays out
         # of service (a stopped server serves its old copy when it starts again)
@@ -67,17 +73,14 @@ def test_a_secondary_stopped_or_answering_servfail_holds_the_rollover_until_it_i
         main(["status", "--config", str(cfg)])
         out = capsys.readouterr().out
         assert bad.address in out
-        if fault == "stopped":
-            dns_lab.start_server(bad)
-        else:
-            dns_lab.servfail_knot(False)
+        _break(dns_lab, fault, False)
         broken = False
         mon.down.discard(bad.address)
         assert main(["run", "--roll", "--wait", "--config", str(cfg)]) == 0
     finally:
         mon.stop()
         if broken:
-            dns_lab.start_server(bad) if fault == "stopped" else dns_lab.servfail_knot(False)
+            _break(dns_lab, fault, False)
     s = slot(cfg, host)
     current = key_of(s, "current")
     assert current and current["key_id"] == b["key_id"]

@@ -470,6 +470,23 @@ class DnsLab:
                              lambda: self._signed(self.knot_secondary.address),
                              "Knot to serve the zone again")
 
+    def lame_knot(self, lame: bool) -> None:
+        """lame=True: Knot is still listed in the NS set but no longer serves the zone (its
+        config names another zone; it answers REFUSED, no AA); lame=False serves it again
+        (a fresh transfer) and waits until Knot answers."""
+        conf = self.workdir / "ns3" / "knot.conf"
+        ours, other = f"  - domain: {ZONE}\n", "  - domain: lame.invalid.\n"
+        text = conf.read_text()
+        conf.write_text(text.replace(ours, other) if lame else text.replace(other, ours))
+        self._knotc("reload")
+        knot = self.knot_secondary
+        if lame:
+            wait_for(lambda: self.query(knot, ZONE, "SOA").rcode == "REFUSED", 10,
+                     "Knot to stop serving the zone")
+        else:
+            self._wait_ready([self._server_daemon(knot)], lambda: self._signed(knot.address),
+                             "Knot to serve the zone again")
+
     def refuse_updates(self, refuse: bool) -> None:
         """The primary's policy changes under us: with refuse=True it answers REFUSED to every
         update of the child zone signed with our key (only another key may update it; BIND

@@ -35,6 +35,7 @@ from rollover.dns.dnssec import (
     tcp_pitfall,
     zone_keys,
 )
+from rollover.dns.lean import Need
 from rollover.dns.query import DEFAULT_IN_FLIGHT, Question, Reply, query, query_wave
 from rollover.dns.rdata import canonical
 from rollover.errors import ObserveError
@@ -379,21 +380,26 @@ class Observer:
         questions: list[Question] = []
         index: dict[tuple[str, dns.name.Name, int], int] = {}
 
-        def ask(address: str, qname: dns.name.Name, rdtype: int) -> None:
+        def ask(address: str, qname: dns.name.Name, rdtype: int, need: Need) -> None:
             key = (address, qname, rdtype)
             if key not in index:
                 index[key] = len(questions)
-                questions.append(Question(address, qname, dns.rdatatype.RdataType.make(rdtype)))
+                questions.append(Question(address, qname, dns.rdatatype.RdataType.make(rdtype),
+                                          need=need))
+            elif questions[index[key]].need is not need:  # asked for two readers: read it all
+                questions[index[key]] = replace(questions[index[key]], need=Need.ALL)
 
+        # _judge reads the answer sections (a negative or wildcard reply is read whole) and
+        # only the rcode of `_tcp.<host>`
         for _i, qname, rdtype, zname, servers, _p in plans:
             parent = service_parent(qname)
             for _server, address in servers:
-                ask(address, qname, rdtype)
-                ask(address, zname, dns.rdatatype.SOA)
-                ask(address, zname, dns.rdatatype.DNSKEY)
+                ask(address, qname, rdtype, Need.ANSWER)
+                ask(address, zname, dns.rdatatype.SOA, Need.ANSWER)
+                ask(address, zname, dns.rdatatype.DNSKEY, Need.ANSWER)
                 if (parent is not None and parent.is_subdomain(zname)
                         and (address, qname) not in self._pitfalls):
-                    ask(address, parent, rdtype)
+                    ask(address, parent, rdtype, Need.RCODE)
         replies = self._wave(questions)
         keys_of: dict[tuple[str, dns.name.Name], tuple[Any, str | None]] = {}
 

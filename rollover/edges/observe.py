@@ -29,6 +29,7 @@ import dns.rrset
 from rollover.clock import Clock
 from rollover.dns.dnssec import (
     VALID,
+    Verdicts,
     answer_rrset,
     check_response,
     service_parent,
@@ -402,6 +403,7 @@ class Observer:
                     ask(address, parent, rdtype, Need.RCODE)
         replies = self._wave(questions)
         keys_of: dict[tuple[str, dns.name.Name], tuple[Any, str | None]] = {}
+        verdicts = Verdicts()  # this round's: one `now`
 
         def reply(address: str, qname: dns.name.Name, rdtype: int) -> Reply | None:
             k = index.get((address, qname, rdtype))
@@ -422,7 +424,7 @@ class Observer:
                     reply(address, service_parent(qname) or qname, rdtype)
                     if service_parent(qname) is not None else None)
                 probes.append(self._judge(server, address, qname, rdtype, zname, now, answers,
-                                          keys))
+                                          keys, verdicts))
             results[i] = _round(qname, rdtype, zname, at, probes, problems)
         out = [r for r in results if r is not None]
         assert len(out) == len(wants)
@@ -435,7 +437,7 @@ class Observer:
 
     def _judge(self, server: str, address: str, qname: dns.name.Name,
                rdtype: dns.rdatatype.RdataType, zone: dns.name.Name, now: float,
-               got: _Replies, keys_for: KeysFor) -> _Probe:
+               got: _Replies, keys_for: KeysFor, verdicts: Verdicts | None = None) -> _Probe:
         """What the queries to one address say: the RRset, the zone SOA, the DNSKEY RRset
         and, for `_port._tcp.host` owners, `_tcp.host`. Judged in that order; the first failure
         decides."""
@@ -480,7 +482,7 @@ class Observer:
         keys, key_problem = keys_for(address, zone, key_reply)
         dnssec: str | None = None
         if keys is not None:
-            dnssec = key_problem or check_response(msg, qname, rdtype, zone, keys, now)
+            dnssec = key_problem or check_response(msg, qname, rdtype, zone, keys, now, verdicts)
         ok = dnssec in (None, VALID)
         base = replace(base, ok=ok, dnssec=dnssec, error=None if ok else f"DNSSEC: {dnssec}")
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rollover.clock import FakeClock, SystemClock
 from rollover.dns.dnssec import (
     VALID,
+    Verdicts,
     check_negative,
     check_response,
     check_rrset,
@@ -135,6 +136,31 @@ def test_rrsig_valid_expired_not_yet_wrong_key_missing_foreign_signer() -> None:
     # a changed record under an old signature
     changed = rrset("_25._tcp.mail", "TLSA", tlsa("cd"))
     assert "does not validate" in (check_rrset(changed, key.sign(data), ZONE, keys, NOW) or "")
+
+
+def test_verdicts_are_reused_only_for_the_same_signed_data_keys_and_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import rollover.dns.dnssec as dnssec
+
+    key, other = Signer(), Signer()
+    keys = dns.rrset.from_rdata(ZONE, 300, key.dnskey)
+    others = dns.rrset.from_rdata(ZONE, 300, other.dnskey)
+    data = rrset("_25._tcp.mail", "TLSA", tlsa("ab"))
+    sig = key.sign(data)
+    validated = []
+    real = dnssec._validate
+    monkeypatch.setattr(dnssec, "_validate", lambda *a: validated.append(a) or real(*a))
+    verdicts = Verdicts()
+    same = rrset("_25._TCP.Mail", "TLSA", tlsa("ab"), ttl=60)  # another server's copy
+    assert check_rrset(data, sig, ZONE, keys, NOW, verdicts) is None
+    assert check_rrset(same, sig, ZONE, keys, NOW, verdicts) is None
+    assert len(validated) == 1  # the copy with the same RRSIG was not validated again
+    changed = rrset("_25._tcp.mail", "TLSA", tlsa("cd"))  # replayed signature, other data
+    assert "does not validate" in (check_rrset(changed, sig, ZONE, keys, NOW, verdicts) or "")
+    assert "does not validate" in (check_rrset(data, sig, ZONE, others, NOW, verdicts) or "")
+    assert "expired" in (check_rrset(data, sig, ZONE, keys, NOW + 7200, verdicts) or "")
+    assert check_rrset(data, sig, ZONE, keys, NOW + 60, verdicts) is None
+    assert len(validated) == 4  # expiry is judged before validating
 
 
 def test_dnskey_must_be_self_signed_by_ksk() -> None:

@@ -54,8 +54,35 @@ def _when(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+class Verdicts:
+    """Signature verdicts already reached, by what was signed and the keys and time it was
+    judged with: the servers of a zone serve the same RRsets with the same RRSIGs, and every
+    negative answer of a zone carries the same signed SOA and often the same NSEC records (one
+    ECDSA verification for all of them, not one per reply). Equal data gives an equal verdict:
+    validation reads only the canonical form (owner, class, type, rdatas, RRSIG rdatas)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[Any, ...], str | None] = {}
+        self._keys: dict[int, tuple[dns.rrset.RRset, frozenset[Any]]] = {}
+
+    def key(self, rrset: dns.rrset.RRset, sigs: dns.rrset.RRset, zone: dns.name.Name,
+            keys: dns.rrset.RRset, now: float) -> tuple[Any, ...]:
+        held = self._keys.get(id(keys))
+        if held is None:  # the RRset is held with its id, so the id names it while we live
+            held = self._keys[id(keys)] = (keys, frozenset(keys))
+        return (rrset.name, rrset.rdclass, rrset.rdtype, rrset.covers, frozenset(rrset),
+                frozenset(sigs), zone, held[1], now)
+
+    def get(self, key: tuple[Any, ...]) -> tuple[bool, str | None]:
+        return (key in self._seen), self._seen.get(key)
+
+    def put(self, key: tuple[Any, ...], verdict: str | None) -> None:
+        self._seen[key] = verdict
+
+
 def check_rrset(rrset: dns.rrset.RRset, sigs: dns.rrset.RRset | None, zone: dns.name.Name,
-                keys: dns.rrset.RRset, now: float) -> str | None:
+                keys: dns.rrset.RRset, now: float, verdicts: Verdicts | None = None
+                ) -> str | None:
     """Is `rrset` signed by `keys` of `zone` with a signature valid at `now`?"""
     what = f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)}"
     if sigs is None or len(sigs) == 0:
@@ -70,6 +97,18 @@ def check_rrset(rrset: dns.rrset.RRset, sigs: dns.rrset.RRset | None, zone: dns.
     if all(now < s.inception for s in ours):
         earliest = min(s.inception for s in ours)
         return f"RRSIG for {what} not valid before {_when(earliest)}"
+    if verdicts is None:
+        return _validate(rrset, sigs, zone, keys, now, what)
+    key = verdicts.key(rrset, sigs, zone, keys, now)
+    known, verdict = verdicts.get(key)
+    if not known:
+        verdict = _validate(rrset, sigs, zone, keys, now, what)
+        verdicts.put(key, verdict)
+    return verdict
+
+
+def _validate(rrset: dns.rrset.RRset, sigs: dns.rrset.RRset, zone: dns.name.Name,
+              keys: dns.rrset.RRset, now: float, what: str) -> str | None:
     try:
         dns.dnssec.validate(rrset, sigs, {zone: keys}, now=now)
     except dns.exception.ValidationFailure as exc:
@@ -78,10 +117,12 @@ def check_rrset(rrset: dns.rrset.RRset, sigs: dns.rrset.RRset | None, zone: dns.
 
 
 def check_section(section: Iterable[dns.rrset.RRset], zone: dns.name.Name,
-                  keys: dns.rrset.RRset, now: float) -> str | None:
+                  keys: dns.rrset.RRset, now: float, verdicts: Verdicts | None = None
+                  ) -> str | None:
     data, sigs = split_section(section)
     for rrset in data:
-        reason = check_rrset(rrset, sigs.get((rrset.name, int(rrset.rdtype))), zone, keys, now)
+        reason = check_rrset(rrset, sigs.get((rrset.name, int(rrset.rdtype))), zone, keys, now,
+                             verdicts)
         if reason:
             return reason
     return None
@@ -120,10 +161,11 @@ def answer_rrset(response: dns.message.Message, qname: dns.name.Name,
 
 
 def check_positive(response: dns.message.Message, zone: dns.name.Name,
-                   keys: dns.rrset.RRset, now: float) -> str | None:
+                   keys: dns.rrset.RRset, now: float, verdicts: Verdicts | None = None
+                   ) -> str | None:
     """Every RRset in the answer section carries a valid RRSIG from the zone keys; a wildcard
     expansion must come with signed NSEC/NSEC3 records in the authority section."""
-    reason = check_section(response.answer, zone, keys, now)
+    reason = check_section(response.answer, zone, keys, now, verdicts)
     if reason:
         return reason
     data, sigs = split_section(response.answer)
@@ -134,7 +176,7 @@ def check_positive(response: dns.message.Message, zone: dns.name.Name,
             auth, _ = split_section(response.authority)
             if not any(r.rdtype in (NSEC, NSEC3) for r in auth):
                 return f"wildcard answer for {rrset.name} without NSEC/NSEC3 proof"
-            return check_section(response.authority, zone, keys, now)
+            return check_section(response.authority, zone, keys, now, verdicts)
     return None
 
 
@@ -234,10 +276,11 @@ def _type_text(rdtype: int) -> str:
 
 
 def check_negative(response: dns.message.Message, qname: dns.name.Name, rdtype: int,
-                   zone: dns.name.Name, keys: dns.rrset.RRset, now: float) -> str | None:
+                   zone: dns.name.Name, keys: dns.rrset.RRset, now: float,
+                   verdicts: Verdicts | None = None) -> str | None:
     """NXDOMAIN/NODATA: the authority section's SOA and NSEC/NSEC3 records carry valid RRSIGs
     and the NSEC/NSEC3 records prove the name (or the type at the name) does not exist."""
-    reason = check_section(response.authority, zone, keys, now)
+    reason = check_section(response.authority, zone, keys, now, verdicts)
     if reason:
         return reason
     data, _ = split_section(response.authority)
@@ -257,12 +300,13 @@ def check_negative(response: dns.message.Message, qname: dns.name.Name, rdtype: 
 
 
 def check_response(response: dns.message.Message, qname: dns.name.Name, rdtype: int,
-                   zone: dns.name.Name, keys: dns.rrset.RRset, now: float) -> str:
+                   zone: dns.name.Name, keys: dns.rrset.RRset, now: float,
+                   verdicts: Verdicts | None = None) -> str:
     """VALID, or why not: positive answers by their RRSIGs, negative ones by NSEC/NSEC3."""
     if answer_rrset(response, qname, dns.rdatatype.RdataType.make(rdtype)) is not None:
-        reason = check_positive(response, zone, keys, now)
+        reason = check_positive(response, zone, keys, now, verdicts)
     else:
-        reason = check_negative(response, qname, rdtype, zone, keys, now)
+        reason = check_negative(response, qname, rdtype, zone, keys, now, verdicts)
     return reason or VALID
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import selectors
 import socket
+import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,9 +25,14 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.query
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
+
+from rollover.dns import lean
+from rollover.dns.lean import Need
 
 EDNS_PAYLOAD = 1232  # the DNS flag day 2020 size: avoids fragmentation, TCP takes the rest
 
@@ -91,13 +98,36 @@ class Question:
     rdtype: dns.rdatatype.RdataType
     recursion: bool = False
     dnssec: bool = True
+    need: Need = Need.ALL  # the sections of the reply its reader looks at (rollover.dns.lean)
 
 
 @dataclass
 class _Sent:
     index: int
-    message: dns.message.Message
     deadline: float
+
+
+def query_wire(q: Question, qid: int) -> bytes:
+    """`make_query(...).to_wire()` with id `qid`, without building a message (a wave sends
+    thousands): the header, the question, an OPT record (payload, DO)."""
+    name = q.qname.to_wire()  # uncompressed, case kept, as make_query renders it
+    assert name is not None
+    flags = dns.flags.RD if q.recursion else 0
+    ednsflags = dns.flags.DO if q.dnssec else 0
+    return (struct.pack("!HHHHHH", qid, flags, 1, 0, 0, 1) + name
+            + struct.pack("!HH", int(q.rdtype), dns.rdataclass.IN)
+            + struct.pack("!BHHIH", 0, dns.rdatatype.OPT, EDNS_PAYLOAD, ednsflags, 0))
+
+
+def _answers(q: Question, response: dns.message.Message) -> bool:
+    """`Message.is_response` for a query built by `query_wire` (its id already matched)."""
+    if not response.flags & dns.flags.QR or dns.opcode.from_flags(response.flags) != 0:
+        return False
+    if not response.question:
+        return response.rcode() in (dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP,
+                                    dns.rcode.REFUSED)
+    return all(r.name == q.qname and r.rdtype == q.rdtype and r.rdclass == dns.rdataclass.IN
+               for r in response.question)
 
 
 class _Server:
@@ -113,10 +143,22 @@ class _Server:
         self.queue: collections.deque[int] = collections.deque()
         self.flight: dict[int, _Sent] = {}
         self.dead: str | None = None  # why every query to it fails at once (port closed)
+        self._ids: list[int] = []
         try:
             self.sock.connect(self.target)  # connected: ICMP port-unreachable comes back to us
         except OSError as exc:
             self.dead = f"unreachable: {exc.strerror or exc}"
+
+    def next_id(self) -> int:
+        """A random query id not in flight (drawn 256 at a time: one urandom call, not one
+        per query)."""
+        while True:
+            if not self._ids:
+                raw = os.urandom(512)
+                self._ids = [int.from_bytes(raw[i:i + 2], "big") for i in range(0, 512, 2)]
+            qid = self._ids.pop()
+            if qid not in self.flight:
+                return qid
 
 
 def query_wave(questions: Sequence[Question], *, port: int = 53, timeout: float = 2.0,
@@ -149,7 +191,7 @@ def query_wave(questions: Sequence[Question], *, port: int = 53, timeout: float 
             deadlines = [s.deadline for srv in busy for s in srv.flight.values()]
             wait = max(0.0, min(deadlines) - monotonic()) if deadlines else 0.0
             for key, _events in selector.select(wait):
-                _receive(key.data, replies, truncated)
+                _receive(key.data, questions, replies, truncated)
         for srv in servers.values():
             for i in srv.queue:  # a server found dead with questions still queued
                 replies[i] = Reply("UNREACHABLE", error=srv.dead or "unreachable")
@@ -171,12 +213,9 @@ def _fill(srv: _Server, questions: Sequence[Question], replies: list[Reply | Non
           deadline: float, bound: int) -> None:
     while srv.queue and srv.dead is None and len(srv.flight) < bound:
         i = srv.queue.popleft()
-        q = questions[i]
-        msg = make_query(q.qname, q.rdtype, recursion=q.recursion, dnssec=q.dnssec)
-        while msg.id in srv.flight:
-            msg.id = (msg.id + 1) & 0xFFFF
+        qid = srv.next_id()
         try:
-            srv.sock.send(msg.to_wire())
+            srv.sock.send(query_wire(questions[i], qid))
         except ConnectionRefusedError:
             _kill(srv, replies, "connection refused")
             replies[i] = Reply("UNREACHABLE", error="connection refused")
@@ -187,7 +226,7 @@ def _fill(srv: _Server, questions: Sequence[Question], replies: list[Reply | Non
         except OSError as exc:
             replies[i] = Reply("UNREACHABLE", error=f"unreachable: {exc.strerror or exc}")
             continue
-        srv.flight[msg.id] = _Sent(i, msg, deadline)
+        srv.flight[qid] = _Sent(i, deadline)
 
 
 def _expire(srv: _Server, replies: list[Reply | None], now: float, timeout: float) -> None:
@@ -203,7 +242,8 @@ def _kill(srv: _Server, replies: list[Reply | None], why: str) -> None:
     srv.flight.clear()
 
 
-def _receive(srv: _Server, replies: list[Reply | None], truncated: list[int]) -> None:
+def _receive(srv: _Server, questions: Sequence[Question], replies: list[Reply | None],
+             truncated: list[int]) -> None:
     while True:
         try:
             wire = srv.sock.recv(65535)
@@ -217,18 +257,20 @@ def _receive(srv: _Server, replies: list[Reply | None], truncated: list[int]) ->
             return
         if len(wire) < 2:
             continue
-        sent = srv.flight.get(int.from_bytes(wire[:2], "big"))
+        qid = int.from_bytes(wire[:2], "big")
+        sent = srv.flight.get(qid)
         if sent is None:
             continue  # late, duplicate or not ours
+        q = questions[sent.index]
         try:
-            response = dns.message.from_wire(wire)
+            response = lean.parse(wire, q.need)
         except dns.exception.DNSException as exc:
-            del srv.flight[sent.message.id]
+            del srv.flight[qid]
             replies[sent.index] = Reply("BADREPLY", error=f"bad reply: {exc}")
             continue
-        if not sent.message.is_response(response):
+        if not _answers(q, response):
             continue  # same id, another question: not the answer to ours
-        del srv.flight[sent.message.id]
+        del srv.flight[qid]
         if response.flags & dns.flags.TC:
             truncated.append(sent.index)
             continue

@@ -29,12 +29,14 @@ import dns.rrset
 from rollover.clock import Clock
 from rollover.dns.dnssec import (
     VALID,
+    Verdicts,
     answer_rrset,
     check_response,
     service_parent,
     tcp_pitfall,
     zone_keys,
 )
+from rollover.dns.lean import Need
 from rollover.dns.query import DEFAULT_IN_FLIGHT, Question, Reply, query, query_wave
 from rollover.dns.rdata import canonical
 from rollover.errors import ObserveError
@@ -379,23 +381,29 @@ class Observer:
         questions: list[Question] = []
         index: dict[tuple[str, dns.name.Name, int], int] = {}
 
-        def ask(address: str, qname: dns.name.Name, rdtype: int) -> None:
+        def ask(address: str, qname: dns.name.Name, rdtype: int, need: Need) -> None:
             key = (address, qname, rdtype)
             if key not in index:
                 index[key] = len(questions)
-                questions.append(Question(address, qname, dns.rdatatype.RdataType.make(rdtype)))
+                questions.append(Question(address, qname, dns.rdatatype.RdataType.make(rdtype),
+                                          need=need))
+            elif questions[index[key]].need is not need:  # asked for two readers: read it all
+                questions[index[key]] = replace(questions[index[key]], need=Need.ALL)
 
+        # _judge reads the answer sections (a negative or wildcard reply is read whole) and
+        # only the rcode of `_tcp.<host>`
         for _i, qname, rdtype, zname, servers, _p in plans:
             parent = service_parent(qname)
             for _server, address in servers:
-                ask(address, qname, rdtype)
-                ask(address, zname, dns.rdatatype.SOA)
-                ask(address, zname, dns.rdatatype.DNSKEY)
+                ask(address, qname, rdtype, Need.ANSWER)
+                ask(address, zname, dns.rdatatype.SOA, Need.ANSWER)
+                ask(address, zname, dns.rdatatype.DNSKEY, Need.ANSWER)
                 if (parent is not None and parent.is_subdomain(zname)
                         and (address, qname) not in self._pitfalls):
-                    ask(address, parent, rdtype)
+                    ask(address, parent, rdtype, Need.RCODE)
         replies = self._wave(questions)
         keys_of: dict[tuple[str, dns.name.Name], tuple[Any, str | None]] = {}
+        verdicts = Verdicts()  # this round's: one `now`
 
         def reply(address: str, qname: dns.name.Name, rdtype: int) -> Reply | None:
             k = index.get((address, qname, rdtype))
@@ -416,7 +424,7 @@ class Observer:
                     reply(address, service_parent(qname) or qname, rdtype)
                     if service_parent(qname) is not None else None)
                 probes.append(self._judge(server, address, qname, rdtype, zname, now, answers,
-                                          keys))
+                                          keys, verdicts))
             results[i] = _round(qname, rdtype, zname, at, probes, problems)
         out = [r for r in results if r is not None]
         assert len(out) == len(wants)
@@ -429,7 +437,7 @@ class Observer:
 
     def _judge(self, server: str, address: str, qname: dns.name.Name,
                rdtype: dns.rdatatype.RdataType, zone: dns.name.Name, now: float,
-               got: _Replies, keys_for: KeysFor) -> _Probe:
+               got: _Replies, keys_for: KeysFor, verdicts: Verdicts | None = None) -> _Probe:
         """What the queries to one address say: the RRset, the zone SOA, the DNSKEY RRset
         and, for `_port._tcp.host` owners, `_tcp.host`. Judged in that order; the first failure
         decides."""
@@ -474,7 +482,7 @@ class Observer:
         keys, key_problem = keys_for(address, zone, key_reply)
         dnssec: str | None = None
         if keys is not None:
-            dnssec = key_problem or check_response(msg, qname, rdtype, zone, keys, now)
+            dnssec = key_problem or check_response(msg, qname, rdtype, zone, keys, now, verdicts)
         ok = dnssec in (None, VALID)
         base = replace(base, ok=ok, dnssec=dnssec, error=None if ok else f"DNSSEC: {dnssec}")
 

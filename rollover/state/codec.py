@@ -12,6 +12,7 @@ file written by a newer rollover (or by hand) is never half understood.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -35,6 +36,7 @@ _BLOB = re.compile(r"^(certs|acme)(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})+$")
 _DNS_NAME = re.compile(r"^([A-Za-z0-9_*-][A-Za-z0-9_.*-]{0,253})?\.$")  # absolute, as served
 _WORD = re.compile(r"^[A-Z0-9_]{0,16}$")  # an rcode or an rtype: "NOERROR", "TIMEOUT", "TLSA"
 _PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+_FIELD = re.compile(r"[a-z_][a-z0-9_]{0,63}")
 
 
 class StateShapeError(ValueError):
@@ -121,16 +123,22 @@ def text(max_len: int = 4096, pattern: re.Pattern[str] | None = None, what: str 
 
 
 def ip_address(v: Any) -> str | None:
+    return _ip_address(v) if isinstance(v, str) else "must be an IP address"
+
+
+@functools.lru_cache(maxsize=1024)  # a state of 1,000 slots names the same few servers
+def _ip_address(v: str) -> str | None:
     try:
-        ipaddress.ip_address(v if isinstance(v, str) else "-")
+        ipaddress.ip_address(v)
     except ValueError:
         return "must be an IP address"
     return None
 
 
 def choice(enum: type[StrEnum]) -> Check:
+    allowed = [e.value for e in enum]
+
     def check(v: Any) -> str | None:
-        allowed = [e.value for e in enum]
         if isinstance(v, str) and v in allowed:
             return None
         return f"must be one of {', '.join(allowed)}"
@@ -149,13 +157,20 @@ def timestamp(v: Any) -> str | None:
 
 
 def rdata(v: Any) -> str | None:
-    what = 'must be a TLSA record "U S M HEX" (lowercase hex)'
-    if not isinstance(v, str) or len(v) > 4096 or not _RDATA.match(v):
-        return what
+    return _rdata(v) if isinstance(v, str) and len(v) <= 4096 else _RDATA_WHAT
+
+
+_RDATA_WHAT = 'must be a TLSA record "U S M HEX" (lowercase hex)'
+
+
+@functools.lru_cache(maxsize=8192)  # each record is named by the slot and by every answer
+def _rdata(v: str) -> str | None:
+    if not _RDATA.match(v):
+        return _RDATA_WHAT
     try:
         TLSARecord.from_text(v)
     except ValueError:
-        return what
+        return _RDATA_WHAT
     return None
 
 
@@ -283,7 +298,7 @@ SLOT = Table("slot", {
 
 
 def _where(base: str, key: str) -> str:
-    if re.fullmatch(r"[a-z_][a-z0-9_]{0,63}", key):
+    if _FIELD.fullmatch(key):
         return f"{base}.{key}" if base else key
     return f"{base}['{clip(key, 40)}']"
 
@@ -295,12 +310,18 @@ def check_table(value: Any, table: Table, where: str) -> None:
         if name not in table.fields:
             raise StateShapeError(_where(where, name), f"unknown field of a {table.name}")
     for name, field in table.fields.items():
-        at = _where(where, name)
         if name not in value:
             if field.required:
-                raise StateShapeError(at, "missing")
+                raise StateShapeError(_where(where, name), "missing")
             continue
-        check_value(value[name], field, at)
+        v, kind = value[name], field.kind
+        if v is not None and not isinstance(kind, Table | ListOf):
+            # a plain value (most of them): its path is spelled out only when it is wrong
+            problem = kind(v)
+            if problem is not None:
+                raise StateShapeError(_where(where, name), f"{problem}, got {describe(v)}")
+            continue
+        check_value(v, field, _where(where, name))
 
 
 def check_value(value: Any, field: F, where: str) -> None:
@@ -316,8 +337,9 @@ def check_value(value: Any, field: F, where: str) -> None:
             raise StateShapeError(where, f"must be a list, got {describe(value)}")
         if len(value) > kind.max_items:
             raise StateShapeError(where, f"has more than {kind.max_items} items")
-        for i, item in enumerate(value):
-            check_value(item, F(kind.item, required=True), f"{where}[{i}]")
+        item = F(kind.item, required=True)
+        for i, v in enumerate(value):
+            check_value(v, item, f"{where}[{i}]")
     else:
         problem = kind(value)
         if problem is not None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time as _time
+from datetime import timedelta
 from pathlib import Path
 
 import dns.message
@@ -214,4 +215,38 @@ def test_two_runs_at_once_never_both_act_and_status_reads_meanwhile(
     assert [k["key_id"][-4:] for k in s["keys"]] == ["0001", "0002"]  # one set of keys
     current = key_of(s, "current")
     assert current and presented_spki(postfix_lab) == current["spki_sha256"]
+    assert mon.violations == []
+
+
+def test_a_served_ttl_above_the_configured_one_is_waited_for(
+        dns_lab: DnsLab, pebble_lab: PebbleLab, postfix_lab: PostfixLab,
+        tmp_path: Path) -> None:
+    host, cfg = setup(tmp_path, dns_lab, pebble_lab, postfix_lab)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    mon = Monitor(dns_lab, postfix_lab, host, before_dane=True)
+    mon.start()
+    run = subprocess.Popen([sys.executable, "-m", "rollover", "run", "--wait", "--config",
+                            str(cfg)], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        state = cfg.parent / "state" / "state.json"
+        wait_for(lambda: state.exists() and any(
+            r["state"] == "rumoured" for r in slot(cfg, host)["records"]), 30, "a publish")
+        served = dns_lab.query(dns_lab.primary, owner(host), "TLSA").records
+        # the same records, but served with TTL 8 instead of the configured 2 (an operator's
+        # edit, a provider's minimum TTL): resolvers may now cache them for 8 s
+        dns_lab.update(owner(host), "TLSA", 8, served)
+        changed = CLOCK.now()
+        dns_lab.wait_all(owner(host), "TLSA", served)
+        assert run.wait(120) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+        mon.stop()
+    s = slot(cfg, host)
+    assert s["phase"] == "active"
+    omnipresent = [parse_time(r["since"]) for r in s["records"] if r["state"] == "omnipresent"]
+    assert omnipresent
+    # 2 x the served TTL (16 s) from the first look at TTL 8, not 2 x 2 s from the publish
+    assert min(omnipresent) >= changed + timedelta(seconds=15)
     assert mon.violations == []

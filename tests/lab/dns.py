@@ -424,8 +424,14 @@ class DnsLab:
         return daemon
 
     def pause(self, server: Server | str) -> None:
-        """SIGSTOP: the server stops answering (queries time out) until resume()."""
-        self._server_daemon(server).signal(signal.SIGSTOP)
+        """SIGSTOP: the server stops answering (queries time out) until resume(). Returns once
+        every thread of it is stopped: on a busy machine a running thread could otherwise still
+        answer a query sent right after the signal."""
+        daemon = self._server_daemon(server)
+        daemon.signal(signal.SIGSTOP)
+        proc = daemon.proc
+        if proc is not None:
+            wait_for(lambda: _all_stopped(proc.pid), 5, f"{daemon.name} to stop")
 
     def resume(self, server: Server | str) -> None:
         self._server_daemon(server).signal(signal.SIGCONT)
@@ -498,6 +504,16 @@ class DnsLab:
         text = text.replace(ours, other) if refuse else text.replace(other, ours)
         _write_private(conf, text)
         self._server_daemon(self.primary).signal(signal.SIGHUP)  # named: reload the config
+
+
+def _all_stopped(pid: int) -> bool:
+    """Is every thread of `pid` in state T (stopped)?"""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks]
+    except OSError:
+        return True  # gone: it answers nothing either
+    return bool(states) and all(x in ("T", "t") for x in states)
 
 
 def _refused_axfr(primary: str, source: str) -> bool:

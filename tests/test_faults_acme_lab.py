@@ -158,9 +158,26 @@ def test_order_stuck_processing_is_given_up_and_a_fresh_one_completes(
     assert slot(cfg, host)["phase"] == "active"
 
 
+@pytest.fixture
+def own_proxy(dns_lab: DnsLab) -> Any:
+    """A Pebble of this test's own behind the proxy: the session's Pebble holds the valid
+    authorizations of every earlier test (seen reused in CI), this one holds none."""
+    pebble = PebbleLab(f"{dns_lab.primary.address}:53", dns_lab.net, port=14009,
+                       management_port=15009)
+    pebble.start()
+    p = AcmeProxy(pebble, 14309)
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
+        pebble.close()
+
+
 def test_invalid_challenge_is_retried_then_stops_the_slot_until_resumed(
-        dns_lab: DnsLab, proxy: AcmeProxy, postfix_lab: PostfixLab, tmp_path: Path,
+        dns_lab: DnsLab, own_proxy: AcmeProxy, postfix_lab: PostfixLab, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
+    proxy = own_proxy
     host, cfg = setup(tmp_path, dns_lab, proxy, postfix_lab)  # type: ignore[arg-type]
     configure(cfg)
     assert main(["run", "--wait", "--config", str(cfg)]) == 0

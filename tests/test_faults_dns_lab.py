@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time as _time
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,12 +24,6 @@ from lab.proc import wait_for
 
 pytestmark = pytest.mark.lab
 CLOCK = SystemClock()
-
-
-def wait_until_due(cfg: Path, host: str) -> None:
-    at = slot(cfg, host)["retry_at"]
-    if at is not None:
-        CLOCK.sleep(max(0.0, (parse_time(at) - CLOCK.now()).total_seconds()) + 0.3)
 
 
 def serves(dns_lab: DnsLab, host: str, spki: str) -> list[str]:
@@ -141,7 +134,7 @@ class _SkewedTime:
         self.offset = offset
 
     def time(self) -> float:
-        return _time.time() + self.offset
+        return CLOCK.now().timestamp() + self.offset
 
 
 def test_tsig_badtime_from_a_skewed_clock_changes_nothing_and_completes_once_the_clock_is_right(
